@@ -1,0 +1,32 @@
+//! # kendynet
+//!
+//! An actor-model message framework with its own epoll network layer, for stateful servers:
+//! game servers, chat servers and message-processing services.
+//!
+//! It offers three layers; each builds on the one before and each can be used on its own.
+//!
+//! 1. **Completion API** ([`net::Engine`]): a single-threaded, IOCP-like engine over epoll.
+//!    Listen, connect with a timeout, bind a socket with a completion callback, and issue
+//!    `recv`/`send` requests that either complete at once or later through the callback.
+//! 2. **Framed connections** ([`net::Connection`], [`WPacket`], [`RPacket`]): length-framed
+//!    packets on shared, reference-counted buffers. Cutting a packet out of the receive buffer,
+//!    forwarding it and broadcasting it copy nothing.
+//! 3. **Actor runtime** ([`System`]): actors scheduled on a work-stealing pool of workers, each
+//!    worker also polling its own share of the sockets. The network layer delivers
+//!    [`NetEvent`]s (connected, packet, disconnected) into actor mailboxes, and a socket handle,
+//!    [`SockIdent`], is itself an actor reference: sending a packet to it is `asyn_send`.
+//!
+//! ## Wire format
+//!
+//! A packet is a 4-byte little-endian `u32` payload length followed by that many bytes. Typed
+//! fields are little-endian without padding; strings carry a trailing NUL on the wire. This is
+//! the format of the C framework that kendynet reimagines, so the two interoperate.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub(crate) mod sync;
+
+pub mod error;
+pub mod net;
+
+pub use net::packet::{PacketError, RPacket, WPacket};

@@ -1,0 +1,792 @@
+//! Layer 2: connections that exchange length-framed packets.
+//!
+//! A connection lives in an [`Engine`] next to layer-1 sockets. It reads until the socket is
+//! drained (or a per-event budget is spent), cuts every complete packet out of its receive
+//! buffer without copying (each [`RPacket`] shares the buffer), and hands them to `on_packet`
+//! in order. Outgoing packets are queued as shared frames and written with gathered `writev`
+//! calls: packets sent during a callback go out in one `writev` when the read batch ends, and
+//! packets sent from elsewhere when the engine's pass ends.
+//!
+//! Every connection ends with exactly one call of `on_disconnect`, carrying the
+//! [`DisconnectReason`]; no callback runs for it afterwards and its [`ConnId`] becomes stale.
+//! A graceful [`ConnId::close`] first writes everything queued, then half-closes, and lingers
+//! (discarding input) until the peer closes or the send timeout passes, so that the peer
+//! receives all of it.
+
+use super::engine::{Engine, Entry, Key, Kind, Socket};
+use super::packet::{self, DEFAULT_MAX_PACKET_LEN, PacketError, RPacket, WPacket};
+use super::sys::{self, Interest, MAX_IOV};
+use crate::error::TrySendError;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// The default limit on bytes queued for sending on one connection.
+pub const DEFAULT_WRITE_LIMIT: usize = 8 << 20;
+/// The default time the oldest queued packet may wait before the connection is closed with
+/// [`DisconnectReason::SendTimeout`]; it also bounds the linger of a graceful close.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much a connection tries to read at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads one readiness event may do before other connections get their turn.
+const READS_PER_EVENT: usize = 8;
+/// Frames one `writev` gathers at most.
+const IOV_PER_WRITE: usize = if MAX_IOV < 256 { MAX_IOV } else { 256 };
+
+/// Per-connection limits and modes, each with a named default.
+#[derive(Clone, Debug)]
+pub struct ConnOptions {
+    /// The largest payload accepted from the peer; a larger declared length closes the
+    /// connection with [`DisconnectReason::PacketTooLarge`] before anything is reserved for it.
+    /// Default [`DEFAULT_MAX_PACKET_LEN`] (1 MiB).
+    pub max_packet_len: usize,
+    /// Close with [`DisconnectReason::RecvTimeout`] after this long without a byte from the
+    /// peer. Default: none.
+    pub recv_timeout: Option<Duration>,
+    /// Close with [`DisconnectReason::SendTimeout`] when the oldest queued packet has waited
+    /// this long (a peer that stopped reading). Default [`DEFAULT_SEND_TIMEOUT`].
+    pub send_timeout: Option<Duration>,
+    /// The most bytes that may wait in the send queue; a send beyond it fails with
+    /// [`TrySendError::Full`]. Default [`DEFAULT_WRITE_LIMIT`] (8 MiB).
+    pub write_limit: usize,
+    /// Raw mode: no framing; every read is delivered as one packet and packets are sent
+    /// without their length header. Default: off.
+    pub raw: bool,
+}
+
+impl Default for ConnOptions {
+    fn default() -> ConnOptions {
+        ConnOptions {
+            max_packet_len: DEFAULT_MAX_PACKET_LEN,
+            recv_timeout: None,
+            send_timeout: Some(DEFAULT_SEND_TIMEOUT),
+            write_limit: DEFAULT_WRITE_LIMIT,
+            raw: false,
+        }
+    }
+}
+
+impl ConnOptions {
+    /// Sets [`ConnOptions::max_packet_len`].
+    #[must_use]
+    pub fn max_packet_len(mut self, len: usize) -> ConnOptions {
+        self.max_packet_len = len;
+        self
+    }
+    /// Sets [`ConnOptions::recv_timeout`].
+    #[must_use]
+    pub fn recv_timeout(mut self, timeout: Option<Duration>) -> ConnOptions {
+        self.recv_timeout = timeout;
+        self
+    }
+    /// Sets [`ConnOptions::send_timeout`].
+    #[must_use]
+    pub fn send_timeout(mut self, timeout: Option<Duration>) -> ConnOptions {
+        self.send_timeout = timeout;
+        self
+    }
+    /// Sets [`ConnOptions::write_limit`].
+    #[must_use]
+    pub fn write_limit(mut self, bytes: usize) -> ConnOptions {
+        self.write_limit = bytes;
+        self
+    }
+    /// Sets [`ConnOptions::raw`].
+    #[must_use]
+    pub fn raw(mut self, raw: bool) -> ConnOptions {
+        self.raw = raw;
+        self
+    }
+}
+
+/// Why a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The peer closed its end (end of stream).
+    PeerClosed,
+    /// The peer reset the connection.
+    Reset,
+    /// Closed by this side ([`ConnId::close`], a handle's `close`, or shutdown).
+    ClosedLocally,
+    /// No byte arrived for the configured receive timeout.
+    RecvTimeout,
+    /// The oldest queued packet waited longer than the configured send timeout.
+    SendTimeout,
+    /// The peer declared a packet longer than the maximum.
+    PacketTooLarge {
+        /// The declared payload length.
+        len: usize,
+        /// The limit in force.
+        max: usize,
+    },
+    /// Another socket error.
+    Error {
+        /// Its kind.
+        kind: io::ErrorKind,
+        /// The OS error number, where there was one.
+        code: Option<i32>,
+    },
+}
+
+impl DisconnectReason {
+    pub(crate) fn from_io(e: &io::Error) -> DisconnectReason {
+        match e.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => DisconnectReason::Reset,
+            io::ErrorKind::UnexpectedEof => DisconnectReason::PeerClosed,
+            kind => DisconnectReason::Error {
+                kind,
+                code: e.raw_os_error(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::PeerClosed => f.write_str("peer closed the connection"),
+            DisconnectReason::Reset => f.write_str("connection reset by peer"),
+            DisconnectReason::ClosedLocally => f.write_str("closed locally"),
+            DisconnectReason::RecvTimeout => f.write_str("receive timeout"),
+            DisconnectReason::SendTimeout => f.write_str("send timeout: the peer stopped reading"),
+            DisconnectReason::PacketTooLarge { len, max } => {
+                write!(f, "packet of {len} bytes exceeds the maximum of {max}")
+            }
+            DisconnectReason::Error {
+                kind,
+                code: Some(c),
+            } => write!(f, "{kind} (os error {c})"),
+            DisconnectReason::Error { kind, code: None } => write!(f, "{kind}"),
+        }
+    }
+}
+
+/// A framed connection in an engine. `Copy`; once the connection has ended every call with it
+/// is refused (even if its slot has been reused).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ConnId(pub(crate) Key);
+
+/// Called with each received packet, in order.
+pub type OnPacket = Box<dyn FnMut(&mut Engine, ConnId, RPacket)>;
+/// Called once when the connection ends.
+pub type OnDisconnect = Box<dyn FnOnce(&mut Engine, ConnId, DisconnectReason)>;
+
+/// A connected socket with its options, ready to be bound to an engine as a framed
+/// connection.
+///
+/// # Example
+///
+/// A layer-2 echo server:
+///
+/// ```no_run
+/// use kendynet::net::{Connection, Engine};
+/// use kendynet::WPacket;
+/// use std::time::Duration;
+///
+/// let mut engine = Engine::new()?;
+/// engine.listen("127.0.0.1:8010".parse().unwrap(), |engine, socket| {
+///     let _ = Connection::new(socket).bind(
+///         engine,
+///         |engine, conn, packet| {
+///             // Echo: the reply shares the received bytes, nothing is copied.
+///             let _ = conn.send(engine, WPacket::from(packet));
+///         },
+///         |_, _, reason| println!("disconnected: {reason}"),
+///     );
+/// })?;
+/// loop {
+///     engine.run(Duration::from_millis(100))?;
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    socket: Socket,
+    options: ConnOptions,
+}
+
+impl Connection {
+    /// A connection over `socket` with the default [`ConnOptions`].
+    pub fn new(socket: Socket) -> Connection {
+        Connection {
+            socket,
+            options: ConnOptions::default(),
+        }
+    }
+
+    /// Replaces the options.
+    #[must_use]
+    pub fn options(mut self, options: ConnOptions) -> Connection {
+        self.options = options;
+        self
+    }
+
+    /// Registers the connection with `engine`. From now on `on_packet` runs for each packet
+    /// and `on_disconnect` runs once at the end, both on the engine's thread.
+    ///
+    /// # Errors
+    /// The OS error of registering with epoll; the socket is closed then.
+    pub fn bind(
+        self,
+        engine: &mut Engine,
+        on_packet: impl FnMut(&mut Engine, ConnId, RPacket) + 'static,
+        on_disconnect: impl FnOnce(&mut Engine, ConnId, DisconnectReason) + 'static,
+    ) -> io::Result<ConnId> {
+        let Connection { socket, options } = self;
+        let Socket { fd, peer } = socket;
+        let raw = fd.as_raw_fd();
+        let now = engine.now();
+        let on_packet: OnPacket = Box::new(on_packet);
+        let on_disconnect: OnDisconnect = Box::new(on_disconnect);
+        let key = engine.insert(raw, Interest::READ, move |_| {
+            Kind::Conn(ConnEntry {
+                fd,
+                peer,
+                options,
+                rbuf: BytesMut::new(),
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                head_written: 0,
+                oldest_queued_at: now,
+                last_recv: now,
+                timer_at: None,
+                interest: Interest::READ,
+                dirty: false,
+                state: State::Open,
+                on_packet: Some(on_packet),
+                on_disconnect: Some(on_disconnect),
+            })
+        })?;
+        let id = ConnId(key);
+        engine.with_conn(id, |engine, c| c.rearm_timer(engine, key));
+        Ok(id)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Open,
+    /// Close requested: flushing what is queued, then half-close.
+    Closing,
+    /// Half-closed after a graceful close: the user has been told, input is discarded until
+    /// the peer closes or the linger deadline passes.
+    Lingering {
+        until: Instant,
+    },
+}
+
+/// The engine-side state of a framed connection.
+pub(crate) struct ConnEntry {
+    fd: OwnedFd,
+    peer: SocketAddr,
+    options: ConnOptions,
+    rbuf: BytesMut,
+    /// Frames waiting to be written, oldest first; the first may be partly written.
+    queue: VecDeque<Bytes>,
+    queued_bytes: usize,
+    head_written: usize,
+    /// When the oldest frame in `queue` was queued (meaningful while it is not empty).
+    oldest_queued_at: Instant,
+    last_recv: Instant,
+    /// The earliest timer armed for this connection, if any.
+    timer_at: Option<Instant>,
+    interest: Interest,
+    /// In the engine's list of connections to flush at the end of the pass.
+    dirty: bool,
+    state: State,
+    on_packet: Option<OnPacket>,
+    on_disconnect: Option<OnDisconnect>,
+}
+
+impl ConnEntry {
+    pub(crate) fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        match self.state {
+            State::Lingering { until } => consider(until),
+            State::Open | State::Closing => {
+                if let (State::Open, Some(d)) = (self.state, self.options.recv_timeout) {
+                    consider(self.last_recv + d);
+                }
+                if let (false, Some(d)) = (self.queue.is_empty(), self.options.send_timeout) {
+                    consider(self.oldest_queued_at + d);
+                }
+            }
+        }
+        next
+    }
+
+    fn rearm_timer(&mut self, engine: &mut Engine, key: Key) {
+        if let Some(next) = self.next_deadline()
+            && self.timer_at.is_none_or(|armed| next < armed)
+        {
+            self.timer_at = Some(next);
+            engine.add_timer(key, next);
+        }
+    }
+
+    /// Whether queuing `len` more bytes would pass the write limit (a single packet larger
+    /// than the limit is still accepted into an empty queue).
+    fn would_exceed_limit(&self, len: usize) -> bool {
+        !self.queue.is_empty() && self.queued_bytes + len > self.options.write_limit
+    }
+
+    fn enqueue(&mut self, frame: Bytes, now: Instant) {
+        if self.queue.is_empty() {
+            self.oldest_queued_at = now;
+        }
+        self.queued_bytes += frame.len();
+        self.queue.push_back(frame);
+    }
+
+    /// Writes as much of the queue as the socket takes. `Ok(true)` when the queue is empty.
+    fn flush(&mut self, now: Instant) -> io::Result<bool> {
+        while !self.queue.is_empty() {
+            let mut slices: [IoSlice<'_>; IOV_PER_WRITE] = [IoSlice::new(&[]); IOV_PER_WRITE];
+            let mut n = 0;
+            for (i, frame) in self.queue.iter().take(IOV_PER_WRITE).enumerate() {
+                let start = if i == 0 { self.head_written } else { 0 };
+                slices[n] = IoSlice::new(&frame[start..]);
+                n += 1;
+            }
+            let written = match sys::writev(self.fd.as_fd(), &slices[..n]) {
+                Ok(w) => w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            self.consume_written(written, now);
+            if written == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn consume_written(&mut self, mut written: usize, now: Instant) {
+        self.queued_bytes -= written;
+        while written > 0 {
+            let head_left = self.queue[0].len() - self.head_written;
+            if written >= head_left {
+                written -= head_left;
+                self.queue.pop_front();
+                self.head_written = 0;
+                // The send timeout measures how long the queue makes no progress: each frame
+                // that leaves restarts the clock for the next one.
+                self.oldest_queued_at = now;
+            } else {
+                self.head_written += written;
+                written = 0;
+            }
+        }
+    }
+
+    fn set_interest(&mut self, engine: &Engine, key: Key) {
+        let want = match self.state {
+            State::Open => Interest {
+                read: true,
+                write: !self.queue.is_empty(),
+            },
+            State::Closing => Interest {
+                read: false,
+                write: !self.queue.is_empty(),
+            },
+            State::Lingering { .. } => Interest::READ,
+        };
+        if want != self.interest {
+            self.interest = want;
+            engine.set_interest(&self.fd, key, want);
+        }
+    }
+}
+
+/// What the read side produced.
+enum ReadStep {
+    Packets,
+    Drained,
+    End(DisconnectReason),
+}
+
+impl Engine {
+    /// Runs `f` on a live connection's state. The state is borrowed from the engine's table,
+    /// so `f` gets the engine only for its non-table parts (timers, `now`).
+    fn with_conn<R>(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut Engine, &mut ConnEntry) -> R,
+    ) -> Option<R> {
+        // Take the entry out for the duration of `f`, so both can be borrowed mutably; the
+        // slot stays reserved (it holds a placeholder kind only for that moment).
+        let idx = id.0.index as usize;
+        let entry = self
+            .entries
+            .get_mut(idx)
+            .filter(|e| e.generation == id.0.generation)?;
+        let Kind::Conn(_) = &entry.kind else {
+            return None;
+        };
+        let Kind::Conn(mut conn) = std::mem::replace(&mut entry.kind, Kind::Vacant) else {
+            unreachable!()
+        };
+        let r = f(self, &mut conn);
+        if let Some(Entry { kind, .. }) = self.entries.get_mut(idx) {
+            *kind = Kind::Conn(conn);
+        }
+        Some(r)
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut ConnEntry> {
+        match self.entry_mut(id.0) {
+            Some(Entry {
+                kind: Kind::Conn(c),
+                ..
+            }) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Flushes every connection that got packets since its last flush.
+    pub(crate) fn flush_dirty(&mut self) {
+        while let Some(id) = self.dirty_conns.pop() {
+            flush_conn(self, id);
+        }
+    }
+}
+
+impl ConnId {
+    /// Queues a packet; it is written when the current read batch or engine pass ends.
+    ///
+    /// # Errors
+    /// The packet is handed back: [`TrySendError::Closed`] if the connection has ended or is
+    /// closing, [`TrySendError::Full`] if the write limit would be exceeded.
+    pub fn send(self, engine: &mut Engine, packet: WPacket) -> Result<(), TrySendError<WPacket>> {
+        let Some(c) = engine.conn_mut(self) else {
+            return Err(TrySendError::Closed(packet));
+        };
+        if c.state != State::Open {
+            return Err(TrySendError::Closed(packet));
+        }
+        if c.would_exceed_limit(packet.len() + packet::HEADER_LEN) {
+            return Err(TrySendError::Full(packet));
+        }
+        let frame = packet.into_frame();
+        let frame = if c.options.raw {
+            frame.slice(packet::HEADER_LEN..)
+        } else {
+            frame
+        };
+        self.send_frame(engine, frame);
+        Ok(())
+    }
+
+    /// Queues an encoded frame (header included, or raw bytes in raw mode), past the write
+    /// limit if need be (the caller accounts for it). Returns false if the connection is not
+    /// open.
+    pub(crate) fn send_frame(self, engine: &mut Engine, frame: Bytes) -> bool {
+        let now = engine.now();
+        let Some(c) = engine.conn_mut(self) else {
+            return false;
+        };
+        if c.state != State::Open {
+            return false;
+        }
+        c.enqueue(frame, now);
+        if !c.dirty {
+            c.dirty = true;
+            engine.dirty_conns.push(self);
+        }
+        true
+    }
+
+    /// Closes gracefully: what is queued is written first, then the connection half-closes
+    /// and `on_disconnect` runs with [`DisconnectReason::ClosedLocally`]. Unknown or already
+    /// closed ids are ignored.
+    pub fn close(self, engine: &mut Engine) {
+        let Some(c) = engine.conn_mut(self) else {
+            return;
+        };
+        if c.state != State::Open {
+            return;
+        }
+        c.state = State::Closing;
+        flush_conn(engine, self);
+    }
+
+    /// Closes at once, discarding what is queued; `on_disconnect` runs with
+    /// [`DisconnectReason::ClosedLocally`].
+    pub fn abort(self, engine: &mut Engine) {
+        end(engine, self, DisconnectReason::ClosedLocally);
+    }
+
+    /// The peer's address, or `None` once the connection has ended.
+    pub fn peer_addr(self, engine: &mut Engine) -> Option<SocketAddr> {
+        match engine.conn_mut(self) {
+            Some(c) if !matches!(c.state, State::Lingering { .. }) => Some(c.peer),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection is open for sending.
+    pub fn is_open(self, engine: &mut Engine) -> bool {
+        matches!(engine.conn_mut(self), Some(c) if c.state == State::Open)
+    }
+
+    /// Bytes waiting in the send queue.
+    pub fn queued_bytes(self, engine: &mut Engine) -> usize {
+        engine.conn_mut(self).map_or(0, |c| c.queued_bytes)
+    }
+}
+
+/// Writes what is queued; ends the connection on error, and finishes a graceful close once
+/// the queue is empty.
+fn flush_conn(engine: &mut Engine, id: ConnId) {
+    let now = engine.now();
+    let outcome = engine.with_conn(id, |engine, c| {
+        c.dirty = false;
+        let res = c.flush(now);
+        if let Ok(true) = res
+            && c.state == State::Closing
+        {
+            return Some(Ok(()));
+        }
+        match res {
+            Err(e) => Some(Err(DisconnectReason::from_io(&e))),
+            Ok(_) => {
+                c.set_interest(engine, id.0);
+                c.rearm_timer(engine, id.0);
+                None
+            }
+        }
+    });
+    match outcome {
+        Some(Some(Ok(()))) => begin_linger(engine, id),
+        Some(Some(Err(reason))) => end(engine, id, reason),
+        _ => {}
+    }
+}
+
+/// After a graceful close has written everything: half-close, tell the user, and keep the
+/// descriptor until the peer closes (so unread input cannot turn the close into a reset that
+/// destroys what was just sent).
+fn begin_linger(engine: &mut Engine, id: ConnId) {
+    let now = engine.now();
+    let cb = engine.with_conn(id, |engine, c| {
+        if sys::shutdown_write(c.fd.as_fd()).is_err() {
+            return (c.on_disconnect.take(), true);
+        }
+        let linger = c.options.send_timeout.unwrap_or(DEFAULT_SEND_TIMEOUT);
+        c.state = State::Lingering {
+            until: now + linger,
+        };
+        c.on_packet = None;
+        c.set_interest(engine, id.0);
+        c.rearm_timer(engine, id.0);
+        (c.on_disconnect.take(), false)
+    });
+    let Some((cb, remove_now)) = cb else { return };
+    if remove_now {
+        engine.remove(id.0);
+    }
+    if let Some(cb) = cb {
+        cb(engine, id, DisconnectReason::ClosedLocally);
+    }
+}
+
+/// Ends a connection at once and tells the user (unless already told).
+fn end(engine: &mut Engine, id: ConnId, reason: DisconnectReason) {
+    let Some(Kind::Conn(mut c)) = engine.remove(id.0) else {
+        return;
+    };
+    if let Some(cb) = c.on_disconnect.take() {
+        cb(engine, id, reason);
+    }
+}
+
+/// Readiness of a connection's socket.
+pub(crate) fn on_ready(engine: &mut Engine, key: Key, ev: sys::Event) {
+    let id = ConnId(key);
+    let Some(c) = engine.conn_mut(id) else { return };
+    let state = c.state;
+    let has_queue = !c.queue.is_empty();
+    if ev.writable() && has_queue {
+        flush_conn(engine, id);
+    }
+    match state {
+        State::Lingering { .. } => {
+            if ev.readable() && linger_read(engine, id) {
+                engine.remove(key);
+            }
+        }
+        State::Closing => {}
+        State::Open => {
+            if ev.readable() {
+                read_and_deliver(engine, id);
+            }
+        }
+    }
+}
+
+/// Discards input of a lingering connection; true when the peer has closed.
+fn linger_read(engine: &mut Engine, id: ConnId) -> bool {
+    let Some(c) = engine.conn_mut(id) else {
+        return false;
+    };
+    let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    for _ in 0..READS_PER_EVENT {
+        match sys::recv_into(c.fd.as_fd(), &mut scratch) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Reads, cuts and delivers packets, then flushes the replies sent while delivering.
+fn read_and_deliver(engine: &mut Engine, id: ConnId) {
+    for _ in 0..READS_PER_EVENT {
+        let step = match engine.with_conn(id, |engine, c| read_once(engine, c)) {
+            Some(step) => step,
+            None => return,
+        };
+        let drained = matches!(step, ReadStep::Drained);
+        if let ReadStep::End(reason) = step {
+            end(engine, id, reason);
+            return;
+        }
+        if !deliver(engine, id) {
+            return;
+        }
+        if drained {
+            break;
+        }
+    }
+    let dirty = engine.conn_mut(id).is_some_and(|c| c.dirty);
+    if dirty {
+        flush_conn(engine, id);
+    }
+}
+
+/// One read into the receive buffer.
+fn read_once(engine: &mut Engine, c: &mut ConnEntry) -> ReadStep {
+    let want = if c.options.raw {
+        READ_CHUNK
+    } else {
+        // Room for the whole packet whose header is known (its length was checked against
+        // the maximum when the header arrived), and at least a chunk.
+        match packet::parse_header(&c.rbuf, c.options.max_packet_len) {
+            Ok(Some(total)) => total.saturating_sub(c.rbuf.len()).max(READ_CHUNK / 4),
+            _ => READ_CHUNK / 4,
+        }
+    };
+    if c.rbuf.capacity() - c.rbuf.len() < want {
+        c.rbuf.reserve(want.max(READ_CHUNK));
+    }
+    let spare = c.rbuf.spare_capacity_mut();
+    let space = spare.len();
+    match sys::recv_into(c.fd.as_fd(), spare) {
+        Ok(0) => ReadStep::End(DisconnectReason::PeerClosed),
+        Ok(n) => {
+            // SAFETY: `recv_into` initialised the first `n` bytes of the spare capacity.
+            unsafe { c.rbuf.set_len(c.rbuf.len() + n) };
+            c.last_recv = engine.now();
+            if n < space {
+                ReadStep::Drained
+            } else {
+                ReadStep::Packets
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadStep::Drained,
+        Err(e) => ReadStep::End(DisconnectReason::from_io(&e)),
+    }
+}
+
+/// Cuts complete packets out of the buffer and hands each to `on_packet`. Returns false if
+/// the connection ended meanwhile (closed by the callback, or a packet was too large).
+fn deliver(engine: &mut Engine, id: ConnId) -> bool {
+    loop {
+        let Some(c) = engine.conn_mut(id) else {
+            return false;
+        };
+        if c.state != State::Open {
+            return false;
+        }
+        let packet = if c.options.raw {
+            if c.rbuf.is_empty() {
+                return true;
+            }
+            RPacket::from_raw(c.rbuf.split().freeze())
+        } else {
+            match packet::parse_header(&c.rbuf, c.options.max_packet_len) {
+                Ok(Some(total)) if total <= c.rbuf.len() => {
+                    RPacket::from_frame(c.rbuf.split_to(total).freeze())
+                }
+                Ok(_) => return true,
+                Err(e) => {
+                    let reason = match e {
+                        PacketError::TooLarge { len, max } => {
+                            DisconnectReason::PacketTooLarge { len, max }
+                        }
+                        _ => DisconnectReason::Error {
+                            kind: io::ErrorKind::InvalidData,
+                            code: None,
+                        },
+                    };
+                    end(engine, id, reason);
+                    return false;
+                }
+            }
+        };
+        let Some(mut cb) = c.on_packet.take() else {
+            return false;
+        };
+        cb(engine, id, packet);
+        match engine.conn_mut(id) {
+            Some(c) if c.on_packet.is_none() && c.state == State::Open => c.on_packet = Some(cb),
+            _ => return false,
+        }
+    }
+}
+
+/// A connection's timer fired: check which deadline passed, if any, and re-arm.
+pub(crate) fn on_timer(engine: &mut Engine, key: Key) {
+    let id = ConnId(key);
+    let now = engine.now();
+    let expired = engine.with_conn(id, |engine, c| {
+        c.timer_at = None;
+        match c.state {
+            State::Lingering { until } if now >= until => return Some(None),
+            State::Lingering { .. } => {}
+            State::Open | State::Closing => {
+                if let (false, Some(d)) = (c.queue.is_empty(), c.options.send_timeout)
+                    && now >= c.oldest_queued_at + d
+                {
+                    return Some(Some(DisconnectReason::SendTimeout));
+                }
+                if let (State::Open, Some(d)) = (c.state, c.options.recv_timeout)
+                    && now >= c.last_recv + d
+                {
+                    return Some(Some(DisconnectReason::RecvTimeout));
+                }
+            }
+        }
+        c.rearm_timer(engine, key);
+        None
+    });
+    match expired {
+        Some(Some(Some(reason))) => end(engine, id, reason),
+        Some(Some(None)) => {
+            engine.remove(key);
+        }
+        _ => {}
+    }
+}

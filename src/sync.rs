@@ -1,0 +1,228 @@
+//! The one switch between real and model-checked concurrency.
+//!
+//! Every other module takes its atomics, locks, cells, threads, work-stealing deques and the
+//! concurrent name map from here. Normally they are `std`, `crossbeam-deque` and `dashmap`;
+//! under `--cfg loom` they are loom's types and small loom-visible stand-ins with the same API
+//! (loom cannot look inside crossbeam or dashmap), so the models in `loom_tests/` explore the
+//! crate's own logic.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
+};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{
+    Arc, Condvar, Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
+};
+
+/// Threads: `std::thread`, or loom's under the model checker.
+pub(crate) mod thread {
+    #[cfg(not(loom))]
+    pub(crate) use std::thread::{JoinHandle, spawn, yield_now};
+
+    #[cfg(loom)]
+    pub(crate) use loom::thread::{JoinHandle, spawn, yield_now};
+}
+
+/// An `UnsafeCell` with loom's closure-based access API, so that loom can check every access.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> UnsafeCell<T> {
+        UnsafeCell(std::cell::UnsafeCell::new(value))
+    }
+
+    /// Calls `f` with a mutable pointer to the value; the caller guarantees exclusivity.
+    #[inline]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// Work-stealing deques: `crossbeam-deque`, or a mutex-based stand-in under loom.
+pub(crate) mod deque {
+    #[cfg(not(loom))]
+    pub(crate) use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+
+    #[cfg(loom)]
+    pub(crate) use super::loom_deque::{Injector, Steal, Stealer, Worker};
+}
+
+#[cfg(loom)]
+mod loom_deque {
+    use super::{Arc, Mutex};
+    use std::collections::VecDeque;
+
+    pub(crate) enum Steal<T> {
+        Empty,
+        Success(T),
+        #[allow(dead_code)]
+        Retry,
+    }
+
+    impl<T> Steal<T> {
+        pub(crate) fn success(self) -> Option<T> {
+            match self {
+                Steal::Success(t) => Some(t),
+                _ => None,
+            }
+        }
+        pub(crate) fn is_retry(&self) -> bool {
+            matches!(self, Steal::Retry)
+        }
+    }
+
+    pub(crate) struct Worker<T> {
+        q: Arc<Mutex<VecDeque<T>>>,
+    }
+    pub(crate) struct Stealer<T> {
+        q: Arc<Mutex<VecDeque<T>>>,
+    }
+    pub(crate) struct Injector<T> {
+        q: Mutex<VecDeque<T>>,
+    }
+
+    impl<T> Worker<T> {
+        pub(crate) fn new_fifo() -> Worker<T> {
+            Worker {
+                q: Arc::new(Mutex::new(VecDeque::new())),
+            }
+        }
+        pub(crate) fn push(&self, t: T) {
+            self.q.lock().unwrap().push_back(t);
+        }
+        pub(crate) fn pop(&self) -> Option<T> {
+            self.q.lock().unwrap().pop_front()
+        }
+        pub(crate) fn stealer(&self) -> Stealer<T> {
+            Stealer { q: self.q.clone() }
+        }
+        pub(crate) fn is_empty(&self) -> bool {
+            self.q.lock().unwrap().is_empty()
+        }
+    }
+
+    impl<T> Stealer<T> {
+        pub(crate) fn steal(&self) -> Steal<T> {
+            match self.q.lock().unwrap().pop_front() {
+                Some(t) => Steal::Success(t),
+                None => Steal::Empty,
+            }
+        }
+        pub(crate) fn is_empty(&self) -> bool {
+            self.q.lock().unwrap().is_empty()
+        }
+    }
+
+    impl<T> Injector<T> {
+        pub(crate) fn new() -> Injector<T> {
+            Injector {
+                q: Mutex::new(VecDeque::new()),
+            }
+        }
+        pub(crate) fn push(&self, t: T) {
+            self.q.lock().unwrap().push_back(t);
+        }
+        pub(crate) fn steal(&self) -> Steal<T> {
+            match self.q.lock().unwrap().pop_front() {
+                Some(t) => Steal::Success(t),
+                None => Steal::Empty,
+            }
+        }
+        pub(crate) fn is_empty(&self) -> bool {
+            self.q.lock().unwrap().is_empty()
+        }
+    }
+}
+
+/// A concurrent map from names to values: `dashmap`, or a mutex-guarded `HashMap` under loom.
+pub(crate) struct NameMap<V> {
+    #[cfg(not(loom))]
+    map: dashmap::DashMap<String, V>,
+    #[cfg(loom)]
+    map: Mutex<std::collections::HashMap<String, V>>,
+}
+
+impl<V: Clone> NameMap<V> {
+    pub(crate) fn new() -> NameMap<V> {
+        NameMap {
+            #[cfg(not(loom))]
+            map: dashmap::DashMap::new(),
+            #[cfg(loom)]
+            map: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Inserts `value` under `name` unless the name is taken; hands the value back if it is.
+    pub(crate) fn try_insert(&self, name: &str, value: V) -> Result<(), V> {
+        #[cfg(not(loom))]
+        {
+            match self.map.entry(name.to_owned()) {
+                dashmap::Entry::Occupied(_) => Err(value),
+                dashmap::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                    Ok(())
+                }
+            }
+        }
+        #[cfg(loom)]
+        {
+            let mut map = self.map.lock().unwrap();
+            if map.contains_key(name) {
+                return Err(value);
+            }
+            map.insert(name.to_owned(), value);
+            Ok(())
+        }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<V> {
+        #[cfg(not(loom))]
+        {
+            self.map.get(name).map(|v| v.value().clone())
+        }
+        #[cfg(loom)]
+        {
+            self.map.lock().unwrap().get(name).cloned()
+        }
+    }
+
+    /// Removes `name` only if `pred` holds for its value (so a stopping actor frees its own
+    /// name and never a newer holder's).
+    pub(crate) fn remove_if(&self, name: &str, pred: impl FnOnce(&V) -> bool) -> bool {
+        #[cfg(not(loom))]
+        {
+            self.map.remove_if(name, |_, v| pred(v)).is_some()
+        }
+        #[cfg(loom)]
+        {
+            let mut map = self.map.lock().unwrap();
+            if map.get(name).is_some_and(pred) {
+                map.remove(name);
+                true
+            } else {
+                false
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        #[cfg(not(loom))]
+        {
+            self.map.len()
+        }
+        #[cfg(loom)]
+        {
+            self.map.lock().unwrap().len()
+        }
+    }
+}
