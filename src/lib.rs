@@ -26,7 +26,15 @@
 
 pub(crate) mod sync;
 
+pub mod actor;
 pub mod error;
+pub(crate) mod mailbox;
 pub mod net;
 
+pub use actor::{
+    Actor, ActorId, Addr, Builder, Context, Pool, PoolRouting, Recipient, RegistryError,
+    RestartPolicy, ShutdownReport, SpawnOptions, StopReason, System, SystemHandle,
+};
+pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};
+pub use net::{ConnOptions, DisconnectReason, NetEvent, SockError, SockIdent};

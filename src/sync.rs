@@ -6,15 +6,20 @@
 //! (loom cannot look inside crossbeam or dashmap), so the models in `loom_tests/` explore the
 //! crate's own logic.
 
+/// Reference counting stays `std`'s in both modes: tasks and addresses are trait objects made
+/// by unsizing an `Arc`, which loom's `Arc` cannot do, and counting is not what the models
+/// check.
+pub(crate) use std::sync::Arc;
+
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    Arc, Condvar, Mutex, MutexGuard,
+    Condvar, Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
 };
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    Arc, Condvar, Mutex, MutexGuard,
+    Condvar, Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
 };
 
@@ -118,12 +123,18 @@ mod loom_deque {
                 None => Steal::Empty,
             }
         }
+        pub(crate) fn steal_batch_and_pop(&self, _dest: &Worker<T>) -> Steal<T> {
+            self.steal()
+        }
         pub(crate) fn is_empty(&self) -> bool {
             self.q.lock().unwrap().is_empty()
         }
     }
 
     impl<T> Injector<T> {
+        pub(crate) fn steal_batch_and_pop(&self, _dest: &Worker<T>) -> Steal<T> {
+            self.steal()
+        }
         pub(crate) fn new() -> Injector<T> {
             Injector {
                 q: Mutex::new(VecDeque::new()),

@@ -297,15 +297,26 @@ struct Shared {
     eventfd: EventFd,
     /// Set while the engine's thread is (about to be) blocked in `epoll_wait`.
     sleeping: AtomicBool,
+    /// Set by [`EngineHandle::wake`] and consumed by the next wait. Without it a wake that
+    /// arrives while the engine is awake (between two waits) was lost, and the following
+    /// `run_once(None)` blocked for good although the caller had asked for a wake-up
+    /// (fix: layer-1 tests, `wake_before_run_once_is_not_lost`).
+    woken: AtomicBool,
     posted: Mutex<Vec<Posted>>,
 }
 
 impl Shared {
     fn wake(&self) -> io::Result<()> {
+        self.wake_if_sleeping().map(drop)
+    }
+
+    /// Wakes the engine if it is asleep; returns whether it was.
+    fn wake_if_sleeping(&self) -> io::Result<bool> {
         if self.sleeping.swap(false, Ordering::SeqCst) {
             self.eventfd.notify()?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 }
 
@@ -322,6 +333,10 @@ impl EngineHandle {
     /// # Errors
     /// The OS error of writing the eventfd.
     pub fn wake(&self) -> io::Result<()> {
+        // Stored before `sleeping` is swapped: the engine stores `sleeping` before it reads
+        // `woken` (both SeqCst), so either it sees the flag and does not block, or we see it
+        // asleep and write the eventfd.
+        self.shared.woken.store(true, Ordering::SeqCst);
         self.shared.wake()
     }
 
@@ -335,6 +350,14 @@ impl EngineHandle {
         // sets `sleeping` and then checks `posted` under the same lock, so one of us sees the
         // other (no lost wake-up).
         self.shared.wake()
+    }
+}
+
+impl EngineHandle {
+    /// Wakes the engine only if it is asleep (or about to be); returns whether it was. The
+    /// scheduler uses it to wake one idle worker, not all of them.
+    pub(crate) fn wake_if_sleeping(&self) -> bool {
+        self.shared.wake_if_sleeping().unwrap_or(false)
     }
 }
 
@@ -380,6 +403,7 @@ pub(crate) struct Entry {
     pub(crate) kind: Kind,
 }
 
+/// A timer wakes either a registration (by key) or a callback in `Engine::callbacks`.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Timer {
     deadline: Instant,
@@ -387,6 +411,9 @@ struct Timer {
     key_index: u32,
     key_generation: u32,
 }
+
+/// `key_generation` of a timer that runs a callback (registrations never have generation 0).
+const CALLBACK_TIMER: u32 = 0;
 
 /// The single-threaded completion engine (layer 1). See the module docs for the model.
 ///
@@ -431,6 +458,8 @@ pub struct Engine {
     now: Instant,
     local_posted: Vec<LocalPosted>,
     posted_batch: Vec<Posted>,
+    /// Callbacks of one-shot timers ([`Engine::post_after`]).
+    callbacks: Slab<LocalPosted>,
     /// Connections with packets queued since their last flush.
     pub(crate) dirty_conns: Vec<super::conn::ConnId>,
 }
@@ -458,6 +487,7 @@ impl Engine {
             shared: Arc::new(Shared {
                 eventfd,
                 sleeping: AtomicBool::new(false),
+                woken: AtomicBool::new(false),
                 posted: Mutex::new(Vec::new()),
             }),
             entries: Slab::new(),
@@ -468,6 +498,7 @@ impl Engine {
             local_posted: Vec::new(),
             posted_batch: Vec::new(),
             dirty_conns: Vec::new(),
+            callbacks: Slab::new(),
         })
     }
 
@@ -541,12 +572,27 @@ impl Engine {
 
     /// Waits (announcing sleep to wakers when the wait may block) and dispatches I/O events.
     pub(crate) fn wait_and_dispatch(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        self.wait_and_dispatch_with(timeout, &|| false)
+    }
+
+    /// As [`Engine::wait_and_dispatch`]; `has_work` is asked after the engine has announced
+    /// that it is going to sleep, so work that another thread queued before it could see the
+    /// announcement is found here (the queuing thread wakes the engine otherwise).
+    pub(crate) fn wait_and_dispatch_with(
+        &mut self,
+        timeout: Option<Duration>,
+        has_work: &dyn Fn() -> bool,
+    ) -> io::Result<usize> {
         let may_block = timeout != Some(Duration::ZERO);
         if may_block {
             self.shared.sleeping.store(true, Ordering::SeqCst);
-            if !self.shared.posted.lock().unwrap().is_empty() {
+            crate::sync::fence(Ordering::SeqCst);
+            if self.shared.woken.swap(false, Ordering::SeqCst)
+                || !self.shared.posted.lock().unwrap().is_empty()
+                || has_work()
+            {
                 self.shared.sleeping.store(false, Ordering::SeqCst);
-                return self.wait_and_dispatch(Some(Duration::ZERO));
+                return self.wait_and_dispatch_with(Some(Duration::ZERO), has_work);
             }
         }
         let res = self.poll.wait(&mut self.events, timeout);
@@ -582,7 +628,7 @@ impl Engine {
         }
     }
 
-    fn run_timers(&mut self) -> usize {
+    pub(crate) fn run_timers(&mut self) -> usize {
         let mut fired = 0;
         let now = Instant::now();
         while let Some(std::cmp::Reverse(t)) = self.timers.peek() {
@@ -610,6 +656,18 @@ impl Engine {
             seq: self.timer_seq,
             key_index: key.index,
             key_generation: key.generation,
+        }));
+    }
+
+    /// Runs `f` on this thread once `delay` has passed (a one-shot timer).
+    pub fn post_after(&mut self, delay: Duration, f: impl FnOnce(&mut Engine) + 'static) {
+        let index = self.callbacks.insert(Box::new(f)) as u32;
+        self.timer_seq += 1;
+        self.timers.push(std::cmp::Reverse(Timer {
+            deadline: Instant::now() + delay,
+            seq: self.timer_seq,
+            key_index: index,
+            key_generation: CALLBACK_TIMER,
         }));
     }
 
@@ -701,6 +759,15 @@ impl Engine {
         on_accept: impl FnMut(&mut Engine, Socket) + 'static,
     ) -> io::Result<ListenerId> {
         let fd = sys::listen_tcp(&addr, LISTEN_BACKLOG)?;
+        self.listen_on(fd, on_accept)
+    }
+
+    /// Registers an already listening socket (made on another thread) with its callback.
+    pub(crate) fn listen_on(
+        &mut self,
+        fd: OwnedFd,
+        on_accept: impl FnMut(&mut Engine, Socket) + 'static,
+    ) -> io::Result<ListenerId> {
         let raw = fd.as_raw_fd();
         let on_accept: OnAccept = Box::new(on_accept);
         let key = self.insert(raw, Interest::READ, move |_| {
@@ -860,6 +927,10 @@ impl Engine {
                 on_clear_pending,
             })
         })?;
+        // An idle bound socket stays out of epoll (see `update_socket_interest`); `insert`
+        // registered it, so take it out until its first request (`raw` is still open: the
+        // entry owns it).
+        let _ = self.poll.delete(raw);
         Ok(SocketId(key))
     }
 
@@ -989,8 +1060,21 @@ impl Engine {
             write: !s.sends.is_empty(),
         };
         if want != s.interest {
+            // A socket with no request queued is not registered at all: epoll reports
+            // EPOLLHUP/EPOLLERR (and here EPOLLRDHUP) whatever the interest, so an idle
+            // socket whose peer had closed or reset made every wait return at once, a busy
+            // loop until the user posted a request or closed it (fix: layer-1 tests,
+            // `idle_bound_socket_does_not_spin_after_peer_closes`). `remove` ignores the
+            // ENOENT of deleting an unregistered descriptor.
+            let raw = s.fd.as_raw_fd();
+            let _ = if want == Interest::NONE {
+                self.poll.delete(raw)
+            } else if s.interest == Interest::NONE {
+                self.poll.add(raw, want, key.token())
+            } else {
+                self.poll.modify(raw, want, key.token())
+            };
             s.interest = want;
-            let _ = self.poll.modify(s.fd.as_raw_fd(), want, key.token());
         }
     }
 

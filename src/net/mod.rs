@@ -1,4 +1,5 @@
-//! The network layers: the epoll completion engine (layer 1) and framed connections (layer 2).
+//! The network layers: the epoll completion engine (layer 1), framed connections (layer 2),
+//! and the sockets of the actor runtime ([`SockIdent`], [`NetEvent`]).
 //!
 //! Both are single-threaded: an [`Engine`] and everything registered with it belong to the
 //! thread that runs it. The actor runtime (layer 3) runs one engine per worker thread.
@@ -7,7 +8,9 @@ pub(crate) mod sys;
 
 mod conn;
 mod engine;
+mod ident;
 pub mod packet;
+pub(crate) mod poller;
 
 pub use conn::{
     ConnId, ConnOptions, Connection, DEFAULT_SEND_TIMEOUT, DEFAULT_WRITE_LIMIT, DisconnectReason,
@@ -17,4 +20,6 @@ pub use engine::{
     Completion, Engine, EngineHandle, IoKind, IoRequest, LISTEN_BACKLOG, ListenerId,
     OnClearPending, OnIoFinish, RequestError, Socket, SocketId, Submitted,
 };
+pub use ident::{SockError, SockIdent};
 pub use packet::{DEFAULT_MAX_PACKET_LEN, HEADER_LEN};
+pub use poller::NetEvent;

@@ -1,0 +1,614 @@
+//! The actor cell: mailbox, scheduling state and the actor itself, plus the typed handles
+//! onto it ([`Addr`], [`Recipient`]) and the [`Context`] a handler gets.
+
+use super::scheduler::{Runnable, Task};
+use super::system::SystemInner;
+use super::{Actor, ActorId, RestartPolicy, StopReason};
+use crate::error::TrySendError;
+use crate::mailbox::{Mailbox, PushError, SchedState};
+use crate::sync::{Arc, Mutex, UnsafeCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+/// Control messages, on the mailbox's system lane.
+pub(crate) enum SystemMsg {
+    Stop(StopReason),
+    Watch(Arc<dyn Watcher>),
+    Terminated(ActorId, StopReason),
+    Registered(String),
+}
+
+/// Something that wants to hear when an actor stops.
+pub(crate) trait Watcher: Send + Sync + 'static {
+    fn notify_stopped(self: Arc<Self>, id: ActorId, reason: StopReason);
+}
+
+/// Stops an actor from outside (shutdown), whatever its type.
+pub(crate) trait Stoppable: Send + Sync + 'static {
+    fn request_stop(self: Arc<Self>, reason: StopReason);
+}
+
+/// A factory and the record of recent restarts.
+struct Restart<A> {
+    factory: Box<dyn FnMut() -> A + Send>,
+    policy: RestartPolicy,
+    recent: VecDeque<Instant>,
+}
+
+impl<A> Restart<A> {
+    fn allow(&mut self, now: Instant) -> bool {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.policy.within)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() as u32 >= self.policy.max_restarts {
+            return false;
+        }
+        self.recent.push_back(now);
+        true
+    }
+}
+
+/// What only the worker running the actor touches.
+struct RunState<A: Actor> {
+    actor: Option<A>,
+    batch: VecDeque<A::Msg>,
+    started: bool,
+    watchers: Vec<Arc<dyn Watcher>>,
+    names: Vec<String>,
+    restart: Option<Restart<A>>,
+}
+
+pub(crate) struct ActorCell<A: Actor> {
+    pub(crate) id: ActorId,
+    sched: SchedState,
+    mailbox: Mailbox<A::Msg, SystemMsg>,
+    pub(crate) system: Arc<SystemInner>,
+    /// The slot in the system's table of live actors.
+    live_key: usize,
+    /// Set once, just before the mailbox closes: what a late watcher is told.
+    stop_reason: Mutex<Option<StopReason>>,
+    run: UnsafeCell<RunState<A>>,
+}
+
+// SAFETY: `run` is only touched by the thread that moved `sched` to RUNNING (see `run_turn`),
+// and the actor and its messages are `Send`; everything else is thread-safe on its own.
+unsafe impl<A: Actor> Sync for ActorCell<A> {}
+
+impl<A: Actor> ActorCell<A> {
+    pub(crate) fn new(
+        id: ActorId,
+        actor: A,
+        system: Arc<SystemInner>,
+        live_key: usize,
+        capacity: usize,
+        restart: Option<(Box<dyn FnMut() -> A + Send>, RestartPolicy)>,
+    ) -> ActorCell<A> {
+        ActorCell {
+            id,
+            sched: SchedState::new(),
+            mailbox: Mailbox::new(capacity),
+            system,
+            live_key,
+            stop_reason: Mutex::new(None),
+            run: UnsafeCell::new(RunState {
+                actor: Some(actor),
+                batch: VecDeque::new(),
+                started: false,
+                watchers: Vec::new(),
+                names: Vec::new(),
+                restart: restart.map(|(factory, policy)| Restart {
+                    factory,
+                    policy,
+                    recent: VecDeque::new(),
+                }),
+            }),
+        }
+    }
+
+    /// Queues the actor for a worker if this notification made it runnable.
+    pub(crate) fn notify(self: &Arc<Self>) {
+        if self.sched.notify() {
+            self.system.sched.schedule(self.clone() as Task);
+        }
+    }
+
+    pub(crate) fn push_user(
+        self: &Arc<Self>,
+        msg: A::Msg,
+        force: bool,
+    ) -> Result<(), PushError<A::Msg>> {
+        self.mailbox.push(msg, force)?;
+        self.notify();
+        Ok(())
+    }
+
+    pub(crate) fn push_system(self: &Arc<Self>, msg: SystemMsg) -> Result<(), SystemMsg> {
+        self.mailbox.push_system(msg)?;
+        self.notify();
+        Ok(())
+    }
+
+    pub(crate) fn mailbox_len(&self) -> usize {
+        self.mailbox.len()
+    }
+
+    fn with_context(
+        self: &Arc<Self>,
+        st: &mut RunState<A>,
+        stop: &mut Option<StopReason>,
+        f: impl FnOnce(&mut A, &mut Context<'_, A>),
+    ) {
+        let Some(actor) = st.actor.as_mut() else {
+            return;
+        };
+        let mut ctx = Context { cell: self, stop };
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(actor, &mut ctx)));
+        if let Err(payload) = outcome {
+            self.on_panic(st, stop, panic_message(payload.as_ref()));
+        }
+    }
+
+    /// A handler panicked: restart in place if the policy allows, otherwise stop.
+    fn on_panic(
+        self: &Arc<Self>,
+        st: &mut RunState<A>,
+        stop: &mut Option<StopReason>,
+        msg: String,
+    ) {
+        let Some(restart) = st.restart.as_mut() else {
+            *stop = Some(StopReason::Panicked(msg));
+            return;
+        };
+        if !restart.allow(Instant::now()) {
+            *stop = Some(StopReason::RestartLimit(msg));
+            return;
+        }
+        // The broken instance is dropped without `stopped`: its state is suspect.
+        let old = st.actor.take();
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(old)));
+        let fresh = catch_unwind(AssertUnwindSafe(|| (restart.factory)()));
+        match fresh {
+            Ok(actor) => {
+                st.actor = Some(actor);
+                self.with_context(st, stop, |a, ctx| a.started(ctx));
+            }
+            Err(p) => *stop = Some(StopReason::Panicked(panic_message(p.as_ref()))),
+        }
+    }
+
+    fn on_system(
+        self: &Arc<Self>,
+        st: &mut RunState<A>,
+        msg: SystemMsg,
+        stop: &mut Option<StopReason>,
+    ) {
+        match msg {
+            SystemMsg::Stop(reason) => *stop = Some(reason),
+            SystemMsg::Watch(w) => st.watchers.push(w),
+            SystemMsg::Registered(name) => st.names.push(name),
+            SystemMsg::Terminated(id, reason) => {
+                self.with_context(st, stop, |a, ctx| a.watched_stopped(id, &reason, ctx))
+            }
+        }
+    }
+
+    /// One turn: system messages first, then up to `budget` user messages. Returns true if
+    /// messages are left and the actor must be queued again.
+    fn turn(self: &Arc<Self>, budget: usize) -> bool {
+        self.sched.start_run();
+        // SAFETY: the state is RUNNING, set by this thread; no other thread touches `run`
+        // until this turn ends by leaving RUNNING (try_idle / reschedule) or never (stopped).
+        let st = self.run.with_mut(|p| unsafe { &mut *p });
+        let mut stop: Option<StopReason> = None;
+        if !st.started {
+            st.started = true;
+            self.with_context(st, &mut stop, |a, ctx| a.started(ctx));
+        }
+        let mut handled = 0;
+        let mut system_waiting = true;
+        loop {
+            while system_waiting && stop.is_none() {
+                match self.mailbox.pop_system() {
+                    Some(msg) => self.on_system(st, msg, &mut stop),
+                    None => system_waiting = false,
+                }
+            }
+            if let Some(reason) = stop.take() {
+                self.finish(st, reason);
+                return false;
+            }
+            if handled >= budget {
+                self.sched.reschedule();
+                return true;
+            }
+            system_waiting = self.mailbox.take_batch(&mut st.batch, budget - handled);
+            if st.batch.is_empty() {
+                if system_waiting {
+                    continue;
+                }
+                if self.sched.try_idle() {
+                    return false;
+                }
+                // A message arrived after the mailbox was seen empty: keep going. Its system
+                // lane may have something too.
+                system_waiting = true;
+                continue;
+            }
+            while let Some(msg) = st.batch.pop_front() {
+                handled += 1;
+                self.with_context(st, &mut stop, |a, ctx| a.handle(msg, ctx));
+                if stop.is_some() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Stops for good: refuse new messages, run `stopped`, free names, tell watchers.
+    fn finish(self: &Arc<Self>, st: &mut RunState<A>, reason: StopReason) {
+        *self.stop_reason.lock().unwrap() = Some(reason.clone());
+        let (unhandled, system) = self.mailbox.close();
+        drop(unhandled);
+        st.batch.clear();
+        for msg in system {
+            match msg {
+                SystemMsg::Watch(w) => st.watchers.push(w),
+                SystemMsg::Registered(name) => st.names.push(name),
+                SystemMsg::Stop(_) | SystemMsg::Terminated(..) => {}
+            }
+        }
+        let mut ignored = None;
+        self.with_context(st, &mut ignored, |a, ctx| a.stopped(ctx));
+        let actor = st.actor.take();
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(actor)));
+        for name in st.names.drain(..) {
+            self.system.unregister_if(&name, self.id);
+        }
+        for w in st.watchers.drain(..) {
+            w.notify_stopped(self.id, reason.clone());
+        }
+        self.system.actor_stopped(self.live_key);
+    }
+
+    /// Adds a watcher, or tells it at once if this actor has already stopped.
+    pub(crate) fn add_watcher(self: &Arc<Self>, watcher: Arc<dyn Watcher>) {
+        if let Err(SystemMsg::Watch(w)) = self.push_system(SystemMsg::Watch(watcher)) {
+            let reason = self
+                .stop_reason
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or(StopReason::Normal);
+            w.notify_stopped(self.id, reason);
+        }
+    }
+}
+
+impl<A: Actor> Runnable for ActorCell<A> {
+    fn run_turn(self: Arc<Self>, budget: usize) -> Option<Task> {
+        if self.turn(budget) {
+            Some(self as Task)
+        } else {
+            None
+        }
+    }
+}
+
+impl<A: Actor> Watcher for ActorCell<A> {
+    fn notify_stopped(self: Arc<Self>, id: ActorId, reason: StopReason) {
+        let _ = self.push_system(SystemMsg::Terminated(id, reason));
+    }
+}
+
+impl<A: Actor> Stoppable for ActorCell<A> {
+    fn request_stop(self: Arc<Self>, reason: StopReason) {
+        let _ = self.push_system(SystemMsg::Stop(reason));
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// The address of an actor: cheap to clone, `Send`, usable from any thread.
+pub struct Addr<A: Actor> {
+    pub(crate) cell: Arc<ActorCell<A>>,
+}
+
+impl<A: Actor> Clone for Addr<A> {
+    fn clone(&self) -> Addr<A> {
+        Addr {
+            cell: self.cell.clone(),
+        }
+    }
+}
+
+impl<A: Actor> fmt::Debug for Addr<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Addr({})", self.cell.id)
+    }
+}
+
+impl<A: Actor> PartialEq for Addr<A> {
+    fn eq(&self, other: &Addr<A>) -> bool {
+        Arc::ptr_eq(&self.cell, &other.cell)
+    }
+}
+
+impl<A: Actor> Eq for Addr<A> {}
+
+impl<A: Actor> Addr<A> {
+    /// Queues a message. Never blocks.
+    ///
+    /// # Errors
+    /// The message is handed back: [`TrySendError::Full`] if the actor was spawned with a
+    /// mailbox capacity and it is reached, [`TrySendError::Closed`] if the actor has stopped.
+    pub fn send(&self, msg: A::Msg) -> Result<(), TrySendError<A::Msg>> {
+        self.cell.push_user(msg, false).map_err(|e| match e {
+            PushError::Full(m) => TrySendError::Full(m),
+            PushError::Closed(m) => TrySendError::Closed(m),
+        })
+    }
+
+    /// Delivers `msg` after `delay` (a one-shot timer on a worker; no thread per timer). If
+    /// the actor has stopped by then, the message is dropped.
+    pub fn send_after(&self, delay: Duration, msg: A::Msg) {
+        let addr = self.clone();
+        self.cell.system.sched.run_after(
+            delay,
+            Box::new(move || {
+                let _ = addr.cell.push_user(msg, true);
+            }),
+        );
+    }
+
+    /// Asks the actor to stop: it finishes the message in hand, then stops with
+    /// [`StopReason::Normal`]. Messages still queued are dropped.
+    pub fn stop(&self) {
+        let _ = self.cell.push_system(SystemMsg::Stop(StopReason::Normal));
+    }
+
+    /// The actor's id.
+    pub fn id(&self) -> ActorId {
+        self.cell.id
+    }
+
+    /// Whether the actor still accepts messages.
+    pub fn is_alive(&self) -> bool {
+        !self.cell.mailbox.is_closed()
+    }
+
+    /// Messages waiting in its mailbox.
+    pub fn mailbox_len(&self) -> usize {
+        self.cell.mailbox_len()
+    }
+
+    /// A type-erased handle that accepts any `M` the actor's message type converts from
+    /// (for example [`NetEvent`](crate::NetEvent) for socket owners).
+    pub fn recipient<M: Send + 'static>(&self) -> Recipient<M>
+    where
+        A::Msg: From<M>,
+    {
+        Recipient {
+            inner: self.cell.clone(),
+        }
+    }
+}
+
+impl<A: Actor, M: Send + 'static> From<Addr<A>> for Recipient<M>
+where
+    A::Msg: From<M>,
+{
+    fn from(addr: Addr<A>) -> Recipient<M> {
+        Recipient { inner: addr.cell }
+    }
+}
+
+impl<A: Actor, M: Send + 'static> From<&Addr<A>> for Recipient<M>
+where
+    A::Msg: From<M>,
+{
+    fn from(addr: &Addr<A>) -> Recipient<M> {
+        addr.recipient()
+    }
+}
+
+/// Delivery of `M` into some actor whose message type converts from it. The methods only
+/// queue; they return whether the caller must schedule the actor (see [`Recipient`]).
+pub(crate) trait Deliver<M>: Runnable {
+    fn deliver(&self, msg: M, force: bool) -> Result<bool, TrySendError<M>>;
+    /// Queues all of `msgs` under one lock (the batch is drained). `None` if the actor stopped.
+    fn deliver_batch(&self, msgs: &mut Vec<M>) -> Option<bool>;
+    fn actor_id(&self) -> ActorId;
+    fn alive(&self) -> bool;
+    fn queued(&self) -> usize;
+    fn system(&self) -> &SystemInner;
+}
+
+impl<A: Actor, M: Send + 'static> Deliver<M> for ActorCell<A>
+where
+    A::Msg: From<M>,
+{
+    fn deliver(&self, msg: M, force: bool) -> Result<bool, TrySendError<M>> {
+        self.mailbox
+            .push_map(msg, A::Msg::from, force)
+            .map_err(|e| match e {
+                PushError::Full(m) => TrySendError::Full(m),
+                PushError::Closed(m) => TrySendError::Closed(m),
+            })?;
+        Ok(self.sched.notify())
+    }
+
+    fn deliver_batch(&self, msgs: &mut Vec<M>) -> Option<bool> {
+        if !self.mailbox.push_batch_map(msgs, A::Msg::from) {
+            return None;
+        }
+        Some(self.sched.notify())
+    }
+
+    fn actor_id(&self) -> ActorId {
+        self.id
+    }
+
+    fn alive(&self) -> bool {
+        !self.mailbox.is_closed()
+    }
+
+    fn queued(&self) -> usize {
+        self.mailbox.len()
+    }
+
+    fn system(&self) -> &SystemInner {
+        &self.system
+    }
+}
+
+/// A type-erased address that accepts messages of type `M`: any actor whose message type
+/// converts from `M`. Cheap to clone, `Send`.
+pub struct Recipient<M: Send + 'static> {
+    pub(crate) inner: Arc<dyn Deliver<M>>,
+}
+
+impl<M: Send + 'static> Clone for Recipient<M> {
+    fn clone(&self) -> Recipient<M> {
+        Recipient {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<M: Send + 'static> fmt::Debug for Recipient<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Recipient({})", self.inner.actor_id())
+    }
+}
+
+impl<M: Send + 'static> Recipient<M> {
+    /// Queues a message.
+    ///
+    /// # Errors
+    /// As [`Addr::send`]; the message is handed back.
+    pub fn send(&self, msg: M) -> Result<(), TrySendError<M>> {
+        if self.inner.deliver(msg, false)? {
+            self.schedule();
+        }
+        Ok(())
+    }
+
+    /// The id of the actor behind it.
+    pub fn id(&self) -> ActorId {
+        self.inner.actor_id()
+    }
+
+    /// Whether the actor still accepts messages.
+    pub fn is_alive(&self) -> bool {
+        self.inner.alive()
+    }
+
+    /// Messages waiting in the actor's mailbox.
+    pub fn mailbox_len(&self) -> usize {
+        self.inner.queued()
+    }
+
+    /// Queues past the mailbox capacity (network events: their back-pressure is the
+    /// socket's own limits).
+    pub(crate) fn force(&self, msg: M) -> Result<(), TrySendError<M>> {
+        if self.inner.deliver(msg, true)? {
+            self.schedule();
+        }
+        Ok(())
+    }
+
+    /// Queues a batch under one lock; false if the actor has stopped.
+    pub(crate) fn deliver_batch(&self, msgs: &mut Vec<M>) -> bool {
+        match self.inner.deliver_batch(msgs) {
+            Some(true) => {
+                self.schedule();
+                true
+            }
+            Some(false) => true,
+            None => false,
+        }
+    }
+
+    fn schedule(&self) {
+        self.inner
+            .system()
+            .sched
+            .schedule(self.inner.clone() as Task);
+    }
+}
+
+/// What a handler can do besides handling: its own address, stopping, spawning, watching.
+pub struct Context<'a, A: Actor> {
+    cell: &'a Arc<ActorCell<A>>,
+    stop: &'a mut Option<StopReason>,
+}
+
+impl<A: Actor> Context<'_, A> {
+    /// This actor's address.
+    pub fn addr(&self) -> Addr<A> {
+        Addr {
+            cell: self.cell.clone(),
+        }
+    }
+
+    /// This actor's id.
+    pub fn id(&self) -> ActorId {
+        self.cell.id
+    }
+
+    /// Stops this actor once the current handler returns ([`StopReason::Normal`]).
+    pub fn stop(&mut self) {
+        if self.stop.is_none() {
+            *self.stop = Some(StopReason::Normal);
+        }
+    }
+
+    /// The system this actor runs in.
+    pub fn system(&self) -> super::SystemHandle {
+        super::SystemHandle {
+            inner: self.cell.system.clone(),
+        }
+    }
+
+    /// Spawns another actor in the same system.
+    pub fn spawn<B: Actor>(&self, actor: B) -> Addr<B> {
+        self.cell
+            .system
+            .spawn(actor, super::SpawnOptions::default())
+    }
+
+    /// Watches `other`: when it stops, [`Actor::watched_stopped`] runs here with its id and
+    /// reason (at once, if it has stopped already).
+    pub fn watch<B: Actor>(&self, other: &Addr<B>) {
+        other
+            .cell
+            .add_watcher(self.cell.clone() as Arc<dyn Watcher>);
+    }
+
+    /// Sends this actor `msg` after `delay`.
+    pub fn send_self_after(&self, delay: Duration, msg: A::Msg) {
+        self.addr().send_after(delay, msg);
+    }
+
+    /// Registers this actor under `name`; the name is freed when the actor stops.
+    ///
+    /// # Errors
+    /// [`RegistryError::NameTaken`](super::RegistryError::NameTaken) if another actor holds it.
+    pub fn register(&self, name: &str) -> Result<(), super::RegistryError> {
+        self.cell.system.register(name, &self.addr())
+    }
+}

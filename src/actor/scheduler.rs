@@ -1,0 +1,306 @@
+//! The work-stealing scheduler and the worker loop.
+//!
+//! Each worker has a LIFO slot and a local FIFO deque (`crossbeam-deque`); a global injector
+//! takes tasks queued from outside the pool. A task scheduled on a worker goes into its LIFO
+//! slot, pushing the previous occupant into the deque, so that the actor a handler just sent to
+//! runs next on the same thread (ping-pong without a hop). The slot is not stealable; the deque
+//! is, and a worker that puts a task there wakes one sleeping worker, if any, to steal it. A
+//! run of LIFO tasks is capped so that two actors bouncing messages cannot starve the deque.
+//!
+//! A worker that finds no task sleeps in its engine's `epoll_wait`, which also covers its
+//! sockets and timers. Going to sleep and waking follow one protocol (checked in
+//! `loom_tests/`): the sleeper counts itself in `sleepers`, raises its engine's sleeping flag,
+//! issues a `SeqCst` fence and looks for work once more; a producer makes its work visible,
+//! issues a `SeqCst` fence, and wakes a worker whose flag it manages to clear. One of the two
+//! always sees the other, so no task waits while every worker sleeps.
+
+use super::system::SystemInner;
+use crate::net::poller::PollerLocal;
+use crate::net::{Engine, EngineHandle};
+use crate::sync::deque::{Injector, Steal, Stealer, Worker};
+use crate::sync::{Arc, AtomicUsize, Ordering, fence};
+use std::cell::{Cell, RefCell};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Messages one actor handles per turn before others get the worker.
+pub(crate) const TURN_BUDGET: usize = 128;
+/// Tasks a worker runs between two looks at its sockets.
+const TASKS_PER_POLL: usize = 61;
+/// Consecutive LIFO-slot tasks before the deque gets a turn.
+const LIFO_STREAK: u32 = 32;
+/// Every this many tasks the injector is checked before the local deque (fairness).
+const INJECTOR_EVERY: u32 = 31;
+
+/// Something a worker can run: one actor turn.
+pub(crate) trait Runnable: Send + Sync + 'static {
+    /// Runs one turn; returns the task again if it must be queued again.
+    fn run_turn(self: Arc<Self>, budget: usize) -> Option<Task>;
+}
+
+pub(crate) type Task = Arc<dyn Runnable>;
+
+/// The scheduler's shared part.
+pub(crate) struct Scheduler {
+    injector: Injector<Task>,
+    stealers: Vec<Stealer<Task>>,
+    /// Each worker's engine handle: its wake-up, and the way to post work to it.
+    wakers: OnceLock<Vec<EngineHandle>>,
+    /// Workers that are (about to be) asleep.
+    sleepers: AtomicUsize,
+}
+
+impl Scheduler {
+    /// A scheduler for `workers` workers; returns their local deques too.
+    pub(crate) fn new(workers: usize) -> (Scheduler, Vec<Worker<Task>>) {
+        let locals: Vec<Worker<Task>> = (0..workers).map(|_| Worker::new_fifo()).collect();
+        let stealers = locals.iter().map(Worker::stealer).collect();
+        let sched = Scheduler {
+            injector: Injector::new(),
+            stealers,
+            wakers: OnceLock::new(),
+            sleepers: AtomicUsize::new(0),
+        };
+        (sched, locals)
+    }
+
+    pub(crate) fn set_wakers(&self, wakers: Vec<EngineHandle>) {
+        let _ = self.wakers.set(wakers);
+    }
+
+    pub(crate) fn waker(&self, worker: usize) -> Option<&EngineHandle> {
+        self.wakers.get().and_then(|w| w.get(worker))
+    }
+
+    pub(crate) fn workers(&self) -> usize {
+        self.stealers.len()
+    }
+
+    /// Queues a task: on the current worker if this thread is one of ours, else globally.
+    pub(crate) fn schedule(&self, task: Task) {
+        let leftover = with_current(self, |w| match w {
+            Some(w) => {
+                w.push_local(task, self);
+                None
+            }
+            None => Some(task),
+        });
+        if let Some(task) = leftover {
+            self.injector.push(task);
+            self.wake_one();
+        }
+    }
+
+    /// Wakes one sleeping worker, if there is one.
+    pub(crate) fn wake_one(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if let Some(wakers) = self.wakers.get() {
+            for w in wakers {
+                if w.wake_if_sleeping() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Wakes every worker (shutdown).
+    pub(crate) fn wake_all(&self) {
+        if let Some(wakers) = self.wakers.get() {
+            for w in wakers {
+                let _ = w.wake();
+            }
+        }
+    }
+
+    /// Whether any task waits where a worker could take it.
+    fn has_stealable_work(&self) -> bool {
+        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+    }
+
+    /// Runs `f` on a worker after `delay`: on this worker's engine if this thread is one of
+    /// ours, else on worker 0's.
+    pub(crate) fn run_after(&self, delay: Duration, f: Box<dyn FnOnce() + Send>) {
+        let leftover = with_current(self, |w| match w {
+            Some(w) => {
+                w.timers.borrow_mut().push((delay, f));
+                None
+            }
+            None => Some(f),
+        });
+        if let (Some(f), Some(w)) = (leftover, self.waker(0)) {
+            let _ = w.post(move |engine: &mut Engine| engine.post_after(delay, move |_| f()));
+        }
+    }
+}
+
+/// The part of a worker that lives on its own thread.
+pub(crate) struct WorkerLocal {
+    pub(crate) index: usize,
+    sched: *const Scheduler,
+    lifo: Cell<Option<Task>>,
+    lifo_streak: Cell<u32>,
+    ticks: Cell<u32>,
+    deque: Worker<Task>,
+    /// Actor timers asked for during this pass, handed to the engine after it.
+    timers: RefCell<Vec<(Duration, Box<dyn FnOnce() + Send>)>>,
+    /// The worker's network state (it is also a poller).
+    pub(crate) net: RefCell<PollerLocal>,
+}
+
+thread_local! {
+    static CURRENT: Cell<*const WorkerLocal> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Runs `f` with this thread's worker, if this thread is a worker of `sched`.
+pub(crate) fn with_current<R>(sched: &Scheduler, f: impl FnOnce(Option<&WorkerLocal>) -> R) -> R {
+    let ptr = CURRENT.with(Cell::get);
+    // SAFETY: CURRENT points at the WorkerLocal on the stack frame of `run_worker` on this very
+    // thread, set for exactly the duration of that frame; it is only ever read on this thread.
+    let local = unsafe { ptr.as_ref() };
+    f(local.filter(|w| std::ptr::eq(w.sched, sched)))
+}
+
+impl WorkerLocal {
+    fn push_local(&self, task: Task, sched: &Scheduler) {
+        if let Some(prev) = self.lifo.replace(Some(task)) {
+            self.deque.push(prev);
+            sched.wake_one();
+        }
+    }
+
+    fn has_local_work(&self) -> bool {
+        // SAFETY-free peek: take and put back (Cell<Option<Task>> has no borrow API).
+        let t = self.lifo.take();
+        let has = t.is_some();
+        self.lifo.set(t);
+        has || !self.deque.is_empty()
+    }
+
+    fn next_task(&self, sched: &Scheduler) -> Option<Task> {
+        let ticks = self.ticks.get().wrapping_add(1);
+        self.ticks.set(ticks);
+        if self.lifo_streak.get() < LIFO_STREAK {
+            if let Some(t) = self.lifo.take() {
+                self.lifo_streak.set(self.lifo_streak.get() + 1);
+                return Some(t);
+            }
+        } else if let Some(t) = self.lifo.take() {
+            // Let the deque run first; the slot's task waits its turn there.
+            self.deque.push(t);
+        }
+        self.lifo_streak.set(0);
+        if ticks % INJECTOR_EVERY == 0
+            && let Some(t) = steal_from(|| sched.injector.steal_batch_and_pop(&self.deque))
+        {
+            return Some(t);
+        }
+        if let Some(t) = self.deque.pop() {
+            return Some(t);
+        }
+        if let Some(t) = steal_from(|| sched.injector.steal_batch_and_pop(&self.deque)) {
+            return Some(t);
+        }
+        let n = sched.stealers.len();
+        for k in 1..n {
+            let victim = &sched.stealers[(self.index + k) % n];
+            if let Some(t) = steal_from(|| victim.steal_batch_and_pop(&self.deque)) {
+                return Some(t);
+            }
+        }
+        None
+    }
+}
+
+/// Retries a steal while it reports contention.
+fn steal_from(mut steal: impl FnMut() -> Steal<Task>) -> Option<Task> {
+    loop {
+        match steal() {
+            Steal::Success(t) => return Some(t),
+            Steal::Empty => return None,
+            Steal::Retry => continue,
+        }
+    }
+}
+
+/// The body of worker thread `index`: run tasks, poll sockets, sleep when idle.
+pub(crate) fn run_worker(
+    index: usize,
+    system: Arc<SystemInner>,
+    deque: Worker<Task>,
+    mut engine: Engine,
+) {
+    let sched: &Scheduler = &system.sched;
+    let local = WorkerLocal {
+        index,
+        sched,
+        lifo: Cell::new(None),
+        lifo_streak: Cell::new(0),
+        ticks: Cell::new(0),
+        deque,
+        timers: RefCell::new(Vec::new()),
+        net: RefCell::new(PollerLocal::new(index)),
+    };
+    CURRENT.with(|c| c.set(&local));
+    struct ResetCurrent;
+    impl Drop for ResetCurrent {
+        fn drop(&mut self) {
+            CURRENT.with(|c| c.set(std::ptr::null()));
+        }
+    }
+    let _reset = ResetCurrent;
+
+    loop {
+        for _ in 0..TASKS_PER_POLL {
+            let Some(task) = local.next_task(sched) else {
+                break;
+            };
+            if let Some(again) = task.run_turn(TURN_BUDGET) {
+                local.deque.push(again);
+                sched.wake_one();
+            }
+        }
+        for (delay, f) in local.timers.borrow_mut().drain(..) {
+            engine.post_after(delay, move |_| f());
+        }
+        crate::net::poller::flush(&system, &local, &mut engine);
+
+        let idle = !local.has_local_work();
+        if idle && system.workers_should_exit() {
+            break;
+        }
+        let timeout = if idle {
+            // While shutting down, look again regularly instead of sleeping for good.
+            if system.is_shutting_down() {
+                Some(Duration::from_millis(10))
+            } else {
+                None
+            }
+        } else {
+            Some(Duration::ZERO)
+        };
+        let timeout = engine.bounded_timeout(timeout);
+        let may_sleep = timeout != Some(Duration::ZERO);
+        if may_sleep {
+            sched.sleepers.fetch_add(1, Ordering::SeqCst);
+        }
+        let has_work = || sched.has_stealable_work() || local.net.borrow().has_remote_work(&system);
+        let res = engine.wait_and_dispatch_with(timeout, &has_work);
+        if may_sleep {
+            sched.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+        if let Err(e) = res {
+            // epoll_wait failing is not recoverable for this worker's sockets; report it and
+            // keep running tasks rather than spinning on the error.
+            eprintln!("kendynet: worker {index}: epoll_wait failed: {e}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        engine.run_timers();
+        engine.run_posted();
+        crate::net::poller::deliver(&system, &local);
+        let _ = Instant::now;
+    }
+    crate::net::poller::worker_exit(&system, &local, &mut engine);
+}

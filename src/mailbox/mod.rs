@@ -1,0 +1,245 @@
+//! The actor mailbox: a multi-producer, single-consumer queue with its scheduling state.
+//!
+//! Two lanes share one lock: the user lane (bounded or not, per actor) and the system lane
+//! (stop requests, watch notifications), which the consumer always empties first, so that user
+//! traffic can neither delay nor crowd out a stop.
+//!
+//! The scheduling state ([`SchedState`]) makes sure an actor with queued messages is scheduled
+//! exactly once and is never run on two threads at once:
+//!
+//! ```text
+//!   IDLE --send--> SCHEDULED --worker picks it--> RUNNING --queue empty--> IDLE
+//!                                                  |   ^
+//!                                             send |   | worker sees NOTIFIED, keeps going
+//!                                                  v   |
+//!                                                NOTIFIED
+//! ```
+//!
+//! A sender that moves the state from `IDLE` to `SCHEDULED` owns the duty of queuing the actor
+//! for a worker; every other sender only leaves its message. The worker leaves `RUNNING` for
+//! `IDLE` with a compare-and-swap that fails if a message arrived meanwhile (`NOTIFIED`), in
+//! which case it keeps running instead, so no message is left behind in an idle mailbox.
+
+use crate::sync::{AtomicU8, Mutex, Ordering};
+use std::collections::VecDeque;
+
+const IDLE: u8 = 0;
+const SCHEDULED: u8 = 1;
+const RUNNING: u8 = 2;
+const NOTIFIED: u8 = 3;
+
+/// The scheduling state of one actor. See the module docs.
+pub(crate) struct SchedState {
+    state: AtomicU8,
+}
+
+impl SchedState {
+    pub(crate) fn new() -> SchedState {
+        SchedState {
+            state: AtomicU8::new(IDLE),
+        }
+    }
+
+    /// After queuing a message: returns true if the caller must now schedule the actor.
+    pub(crate) fn notify(&self) -> bool {
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match cur {
+                IDLE => SCHEDULED,
+                RUNNING => NOTIFIED,
+                _ => return false,
+            };
+            match self
+                .state
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return cur == IDLE,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// A worker starts a turn of a scheduled actor.
+    pub(crate) fn start_run(&self) {
+        let prev = self.state.swap(RUNNING, Ordering::AcqRel);
+        debug_assert_eq!(prev, SCHEDULED, "an actor ran without being scheduled");
+    }
+
+    /// The turn ended with the mailbox seen empty: go idle, unless a message arrived since it
+    /// was seen empty. Returns true if the actor is idle now, false if it must keep running.
+    pub(crate) fn try_idle(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(NOTIFIED) => {
+                self.state.store(RUNNING, Ordering::Release);
+                false
+            }
+            Err(other) => unreachable!("actor in state {other} while running"),
+        }
+    }
+
+    /// The turn ended with messages left (budget spent): the caller re-queues the actor.
+    pub(crate) fn reschedule(&self) {
+        self.state.store(SCHEDULED, Ordering::Release);
+    }
+}
+
+/// The two lanes behind the mailbox lock.
+struct Lanes<M, S> {
+    user: VecDeque<M>,
+    system: VecDeque<S>,
+    closed: bool,
+}
+
+/// Why a push was refused; the message is handed back.
+pub(crate) enum PushError<M> {
+    Full(M),
+    Closed(M),
+}
+
+/// The queue part of a mailbox: user lane `M`, system lane `S`.
+pub(crate) struct Mailbox<M, S> {
+    lanes: Mutex<Lanes<M, S>>,
+    /// The most user messages it holds; 0 means no limit.
+    capacity: usize,
+}
+
+impl<M, S> Mailbox<M, S> {
+    pub(crate) fn new(capacity: usize) -> Mailbox<M, S> {
+        Mailbox {
+            lanes: Mutex::new(Lanes {
+                user: VecDeque::new(),
+                system: VecDeque::new(),
+                closed: false,
+            }),
+            capacity,
+        }
+    }
+
+    /// Queues a user message, respecting the capacity unless `force` (network events, whose
+    /// back-pressure is the socket's own limits).
+    pub(crate) fn push(&self, msg: M, force: bool) -> Result<(), PushError<M>> {
+        self.push_map(msg, |m| m, force)
+    }
+
+    /// Queues `convert(value)`; the conversion runs only once the message is accepted, so a
+    /// refused value is handed back unconverted.
+    pub(crate) fn push_map<T>(
+        &self,
+        value: T,
+        convert: impl FnOnce(T) -> M,
+        force: bool,
+    ) -> Result<(), PushError<T>> {
+        let mut lanes = self.lanes.lock().unwrap();
+        if lanes.closed {
+            return Err(PushError::Closed(value));
+        }
+        if !force && self.capacity != 0 && lanes.user.len() >= self.capacity {
+            return Err(PushError::Full(value));
+        }
+        lanes.user.push_back(convert(value));
+        Ok(())
+    }
+
+    /// Queues several user messages under one lock (network events of one read batch),
+    /// ignoring the capacity. False (and `values` untouched) if the mailbox is closed.
+    pub(crate) fn push_batch_map<T>(&self, values: &mut Vec<T>, convert: impl Fn(T) -> M) -> bool {
+        let mut lanes = self.lanes.lock().unwrap();
+        if lanes.closed {
+            return false;
+        }
+        lanes.user.extend(values.drain(..).map(convert));
+        true
+    }
+
+    /// Queues a system message. Refused (handed back) once the mailbox is closed.
+    pub(crate) fn push_system(&self, msg: S) -> Result<(), S> {
+        let mut lanes = self.lanes.lock().unwrap();
+        if lanes.closed {
+            return Err(msg);
+        }
+        lanes.system.push_back(msg);
+        Ok(())
+    }
+
+    /// Takes the next system message.
+    pub(crate) fn pop_system(&self) -> Option<S> {
+        self.lanes.lock().unwrap().system.pop_front()
+    }
+
+    /// Moves up to `max` user messages into `batch` (which the caller has emptied) under one
+    /// lock; when they all fit, the two queues are swapped, which copies nothing. Returns
+    /// whether a system message is waiting.
+    pub(crate) fn take_batch(&self, batch: &mut VecDeque<M>, max: usize) -> bool {
+        let mut lanes = self.lanes.lock().unwrap();
+        if lanes.user.len() <= max {
+            std::mem::swap(&mut lanes.user, batch);
+        } else {
+            batch.extend(lanes.user.drain(..max));
+        }
+        !lanes.system.is_empty()
+    }
+
+    /// Whether any message is waiting in either lane.
+    pub(crate) fn has_messages(&self) -> bool {
+        let lanes = self.lanes.lock().unwrap();
+        !lanes.user.is_empty() || !lanes.system.is_empty()
+    }
+
+    /// The number of user messages waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.lanes.lock().unwrap().user.len()
+    }
+
+    /// Refuses all further messages and hands back what was still queued (to be dropped by
+    /// the caller outside the lock).
+    pub(crate) fn close(&self) -> (VecDeque<M>, VecDeque<S>) {
+        let mut lanes = self.lanes.lock().unwrap();
+        lanes.closed = true;
+        (
+            std::mem::take(&mut lanes.user),
+            std::mem::take(&mut lanes.system),
+        )
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lanes.lock().unwrap().closed
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_once_until_idle() {
+        let s = SchedState::new();
+        assert!(s.notify());
+        assert!(!s.notify());
+        s.start_run();
+        assert!(!s.notify(), "a running actor is not scheduled again");
+        assert!(!s.try_idle(), "a message arrived while running: keep going");
+        assert!(s.try_idle());
+        assert!(s.notify());
+    }
+
+    #[test]
+    fn bounded_mailbox_hands_back_the_message() {
+        let m: Mailbox<u32, ()> = Mailbox::new(2);
+        assert!(m.push(1, false).is_ok());
+        assert!(m.push(2, false).is_ok());
+        assert!(matches!(m.push(3, false), Err(PushError::Full(3))));
+        assert!(m.push(4, true).is_ok(), "forced pushes ignore the capacity");
+        let mut batch = VecDeque::new();
+        m.take_batch(&mut batch, 2);
+        assert_eq!(batch, [1, 2]);
+        batch.clear();
+        m.take_batch(&mut batch, 10);
+        assert_eq!(batch, [4]);
+        let _ = m.close();
+        assert!(matches!(m.push(5, true), Err(PushError::Closed(5))));
+    }
+}
