@@ -211,41 +211,42 @@ impl<A: Actor> ActorCell<A> {
             self.with_context(st, &mut stop, |a, ctx| a.started(ctx));
         }
         let mut handled = 0;
-        let mut system_waiting = true;
         loop {
-            while system_waiting && stop.is_none() {
-                match self.mailbox.pop_system() {
-                    Some(msg) => self.on_system(st, msg, &mut stop),
-                    None => system_waiting = false,
+            let (system_waiting, drained) =
+                self.mailbox.take_batch(&mut st.batch, budget - handled);
+            if system_waiting {
+                while stop.is_none() {
+                    match self.mailbox.pop_system() {
+                        Some(msg) => self.on_system(st, msg, &mut stop),
+                        None => break,
+                    }
                 }
+            }
+            while stop.is_none() {
+                let Some(msg) = st.batch.pop_front() else {
+                    break;
+                };
+                handled += 1;
+                self.with_context(st, &mut stop, |a, ctx| a.handle(msg, ctx));
             }
             if let Some(reason) = stop.take() {
                 self.finish(st, reason);
                 return false;
             }
-            if handled >= budget {
+            if !drained {
+                // The budget cut the batch short: let others run, come back later.
                 self.sched.reschedule();
                 return true;
             }
-            system_waiting = self.mailbox.take_batch(&mut st.batch, budget - handled);
-            if st.batch.is_empty() {
-                if system_waiting {
-                    continue;
-                }
-                if self.sched.try_idle() {
-                    return false;
-                }
-                // A message arrived after the mailbox was seen empty: keep going. Its system
-                // lane may have something too.
-                system_waiting = true;
-                continue;
+            // Everything queued was taken. A message pushed since then found the state
+            // RUNNING and turned it NOTIFIED, which makes `try_idle` fail: no second look at
+            // the mailbox is needed to go idle safely.
+            if self.sched.try_idle() {
+                return false;
             }
-            while let Some(msg) = st.batch.pop_front() {
-                handled += 1;
-                self.with_context(st, &mut stop, |a, ctx| a.handle(msg, ctx));
-                if stop.is_some() {
-                    break;
-                }
+            if handled >= budget {
+                self.sched.reschedule();
+                return true;
             }
         }
     }

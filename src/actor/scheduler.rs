@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 /// Messages one actor handles per turn before others get the worker.
 pub(crate) const TURN_BUDGET: usize = 128;
 /// Tasks a worker runs between two looks at its sockets.
-const TASKS_PER_POLL: usize = 61;
+const TASKS_PER_POLL: usize = 256;
 /// Consecutive LIFO-slot tasks before the deque gets a turn.
 const LIFO_STREAK: u32 = 32;
 /// Every this many tasks the injector is checked before the local deque (fairness).

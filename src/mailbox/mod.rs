@@ -172,15 +172,16 @@ impl<M, S> Mailbox<M, S> {
 
     /// Moves up to `max` user messages into `batch` (which the caller has emptied) under one
     /// lock; when they all fit, the two queues are swapped, which copies nothing. Returns
-    /// whether a system message is waiting.
-    pub(crate) fn take_batch(&self, batch: &mut VecDeque<M>, max: usize) -> bool {
+    /// whether a system message is waiting, and whether the user lane was emptied.
+    pub(crate) fn take_batch(&self, batch: &mut VecDeque<M>, max: usize) -> (bool, bool) {
         let mut lanes = self.lanes.lock().unwrap();
-        if lanes.user.len() <= max {
+        let drained = lanes.user.len() <= max;
+        if drained {
             std::mem::swap(&mut lanes.user, batch);
         } else {
             batch.extend(lanes.user.drain(..max));
         }
-        !lanes.system.is_empty()
+        (!lanes.system.is_empty(), drained)
     }
 
     /// Whether any message is waiting in either lane.
@@ -234,10 +235,10 @@ mod tests {
         assert!(matches!(m.push(3, false), Err(PushError::Full(3))));
         assert!(m.push(4, true).is_ok(), "forced pushes ignore the capacity");
         let mut batch = VecDeque::new();
-        m.take_batch(&mut batch, 2);
+        assert_eq!(m.take_batch(&mut batch, 2), (false, false));
         assert_eq!(batch, [1, 2]);
         batch.clear();
-        m.take_batch(&mut batch, 10);
+        assert_eq!(m.take_batch(&mut batch, 10), (false, true));
         assert_eq!(batch, [4]);
         let _ = m.close();
         assert!(matches!(m.push(5, true), Err(PushError::Closed(5))));
