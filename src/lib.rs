@@ -38,3 +38,12 @@ pub use actor::{
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};
 pub use net::{ConnOptions, DisconnectReason, NetEvent, SockError, SockIdent};
+
+/// The internals the loom models in `loom_tests/` drive; only built under `--cfg loom`.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::mailbox::{Mailbox, PushError, SchedState};
+    pub use crate::net::ident::SockTable;
+    pub use crate::sync::{NameMap, SleepFlag};
+}

@@ -156,7 +156,7 @@ mod loom_deque {
 }
 
 /// A concurrent map from names to values: `dashmap`, or a mutex-guarded `HashMap` under loom.
-pub(crate) struct NameMap<V> {
+pub struct NameMap<V> {
     #[cfg(not(loom))]
     map: dashmap::DashMap<String, V>,
     #[cfg(loom)]
@@ -164,7 +164,7 @@ pub(crate) struct NameMap<V> {
 }
 
 impl<V: Clone> NameMap<V> {
-    pub(crate) fn new() -> NameMap<V> {
+    pub fn new() -> NameMap<V> {
         NameMap {
             #[cfg(not(loom))]
             map: dashmap::DashMap::new(),
@@ -174,7 +174,7 @@ impl<V: Clone> NameMap<V> {
     }
 
     /// Inserts `value` under `name` unless the name is taken; hands the value back if it is.
-    pub(crate) fn try_insert(&self, name: &str, value: V) -> Result<(), V> {
+    pub fn try_insert(&self, name: &str, value: V) -> Result<(), V> {
         #[cfg(not(loom))]
         {
             match self.map.entry(name.to_owned()) {
@@ -196,7 +196,7 @@ impl<V: Clone> NameMap<V> {
         }
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<V> {
+    pub fn get(&self, name: &str) -> Option<V> {
         #[cfg(not(loom))]
         {
             self.map.get(name).map(|v| v.value().clone())
@@ -209,7 +209,7 @@ impl<V: Clone> NameMap<V> {
 
     /// Removes `name` only if `pred` holds for its value (so a stopping actor frees its own
     /// name and never a newer holder's).
-    pub(crate) fn remove_if(&self, name: &str, pred: impl FnOnce(&V) -> bool) -> bool {
+    pub fn remove_if(&self, name: &str, pred: impl FnOnce(&V) -> bool) -> bool {
         #[cfg(not(loom))]
         {
             self.map.remove_if(name, |_, v| pred(v)).is_some()
@@ -226,7 +226,7 @@ impl<V: Clone> NameMap<V> {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         #[cfg(not(loom))]
         {
             self.map.len()
@@ -235,5 +235,45 @@ impl<V: Clone> NameMap<V> {
         {
             self.map.lock().unwrap().len()
         }
+    }
+}
+
+/// The sleeping flag of a thread that blocks in `epoll_wait` (a worker, or any engine), and
+/// the protocol around it that makes wake-ups impossible to lose:
+///
+/// - the sleeper calls [`SleepFlag::announce`] (flag up, then a `SeqCst` fence), then looks
+///   for work once more, and only blocks if it finds none;
+/// - a producer makes its work visible, then calls [`SleepFlag::claim_wake`] (a `SeqCst` fence,
+///   then clears the flag) and signals the sleeper only if the flag was up.
+///
+/// Either the sleeper's last look sees the work, or the producer sees the flag. The models in
+/// `loom_tests/` check this with a stand-in for the eventfd.
+pub struct SleepFlag {
+    sleeping: AtomicBool,
+}
+
+impl SleepFlag {
+    pub fn new() -> SleepFlag {
+        SleepFlag {
+            sleeping: AtomicBool::new(false),
+        }
+    }
+
+    /// About to block: raise the flag; look for work after this returns.
+    pub fn announce(&self) {
+        self.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Not blocking after all, or woke up: lower the flag.
+    pub fn retract(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// After making work visible: true if the sleeper must be signalled (the flag was up;
+    /// exactly one producer gets true per announcement).
+    pub fn claim_wake(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.sleeping.swap(false, Ordering::SeqCst)
     }
 }

@@ -29,19 +29,19 @@ const RUNNING: u8 = 2;
 const NOTIFIED: u8 = 3;
 
 /// The scheduling state of one actor. See the module docs.
-pub(crate) struct SchedState {
+pub struct SchedState {
     state: AtomicU8,
 }
 
 impl SchedState {
-    pub(crate) fn new() -> SchedState {
+    pub fn new() -> SchedState {
         SchedState {
             state: AtomicU8::new(IDLE),
         }
     }
 
     /// After queuing a message: returns true if the caller must now schedule the actor.
-    pub(crate) fn notify(&self) -> bool {
+    pub fn notify(&self) -> bool {
         let mut cur = self.state.load(Ordering::Acquire);
         loop {
             let next = match cur {
@@ -60,14 +60,14 @@ impl SchedState {
     }
 
     /// A worker starts a turn of a scheduled actor.
-    pub(crate) fn start_run(&self) {
+    pub fn start_run(&self) {
         let prev = self.state.swap(RUNNING, Ordering::AcqRel);
         debug_assert_eq!(prev, SCHEDULED, "an actor ran without being scheduled");
     }
 
     /// The turn ended with the mailbox seen empty: go idle, unless a message arrived since it
     /// was seen empty. Returns true if the actor is idle now, false if it must keep running.
-    pub(crate) fn try_idle(&self) -> bool {
+    pub fn try_idle(&self) -> bool {
         match self
             .state
             .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
@@ -82,7 +82,7 @@ impl SchedState {
     }
 
     /// The turn ended with messages left (budget spent): the caller re-queues the actor.
-    pub(crate) fn reschedule(&self) {
+    pub fn reschedule(&self) {
         self.state.store(SCHEDULED, Ordering::Release);
     }
 }
@@ -95,20 +95,21 @@ struct Lanes<M, S> {
 }
 
 /// Why a push was refused; the message is handed back.
-pub(crate) enum PushError<M> {
+#[derive(Debug)]
+pub enum PushError<M> {
     Full(M),
     Closed(M),
 }
 
 /// The queue part of a mailbox: user lane `M`, system lane `S`.
-pub(crate) struct Mailbox<M, S> {
+pub struct Mailbox<M, S> {
     lanes: Mutex<Lanes<M, S>>,
     /// The most user messages it holds; 0 means no limit.
     capacity: usize,
 }
 
 impl<M, S> Mailbox<M, S> {
-    pub(crate) fn new(capacity: usize) -> Mailbox<M, S> {
+    pub fn new(capacity: usize) -> Mailbox<M, S> {
         Mailbox {
             lanes: Mutex::new(Lanes {
                 user: VecDeque::new(),
@@ -121,13 +122,13 @@ impl<M, S> Mailbox<M, S> {
 
     /// Queues a user message, respecting the capacity unless `force` (network events, whose
     /// back-pressure is the socket's own limits).
-    pub(crate) fn push(&self, msg: M, force: bool) -> Result<(), PushError<M>> {
+    pub fn push(&self, msg: M, force: bool) -> Result<(), PushError<M>> {
         self.push_map(msg, |m| m, force)
     }
 
     /// Queues `convert(value)`; the conversion runs only once the message is accepted, so a
     /// refused value is handed back unconverted.
-    pub(crate) fn push_map<T>(
+    pub fn push_map<T>(
         &self,
         value: T,
         convert: impl FnOnce(T) -> M,
@@ -146,7 +147,7 @@ impl<M, S> Mailbox<M, S> {
 
     /// Queues several user messages under one lock (network events of one read batch),
     /// ignoring the capacity. False (and `values` untouched) if the mailbox is closed.
-    pub(crate) fn push_batch_map<T>(&self, values: &mut Vec<T>, convert: impl Fn(T) -> M) -> bool {
+    pub fn push_batch_map<T>(&self, values: &mut Vec<T>, convert: impl Fn(T) -> M) -> bool {
         let mut lanes = self.lanes.lock().unwrap();
         if lanes.closed {
             return false;
@@ -156,7 +157,7 @@ impl<M, S> Mailbox<M, S> {
     }
 
     /// Queues a system message. Refused (handed back) once the mailbox is closed.
-    pub(crate) fn push_system(&self, msg: S) -> Result<(), S> {
+    pub fn push_system(&self, msg: S) -> Result<(), S> {
         let mut lanes = self.lanes.lock().unwrap();
         if lanes.closed {
             return Err(msg);
@@ -166,14 +167,14 @@ impl<M, S> Mailbox<M, S> {
     }
 
     /// Takes the next system message.
-    pub(crate) fn pop_system(&self) -> Option<S> {
+    pub fn pop_system(&self) -> Option<S> {
         self.lanes.lock().unwrap().system.pop_front()
     }
 
     /// Moves up to `max` user messages into `batch` (which the caller has emptied) under one
     /// lock; when they all fit, the two queues are swapped, which copies nothing. Returns
     /// whether a system message is waiting, and whether the user lane was emptied.
-    pub(crate) fn take_batch(&self, batch: &mut VecDeque<M>, max: usize) -> (bool, bool) {
+    pub fn take_batch(&self, batch: &mut VecDeque<M>, max: usize) -> (bool, bool) {
         let mut lanes = self.lanes.lock().unwrap();
         let drained = lanes.user.len() <= max;
         if drained {
@@ -185,19 +186,19 @@ impl<M, S> Mailbox<M, S> {
     }
 
     /// Whether any message is waiting in either lane.
-    pub(crate) fn has_messages(&self) -> bool {
+    pub fn has_messages(&self) -> bool {
         let lanes = self.lanes.lock().unwrap();
         !lanes.user.is_empty() || !lanes.system.is_empty()
     }
 
     /// The number of user messages waiting.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.lanes.lock().unwrap().user.len()
     }
 
     /// Refuses all further messages and hands back what was still queued (to be dropped by
     /// the caller outside the lock).
-    pub(crate) fn close(&self) -> (VecDeque<M>, VecDeque<S>) {
+    pub fn close(&self) -> (VecDeque<M>, VecDeque<S>) {
         let mut lanes = self.lanes.lock().unwrap();
         lanes.closed = true;
         (
@@ -206,7 +207,7 @@ impl<M, S> Mailbox<M, S> {
         )
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         self.lanes.lock().unwrap().closed
     }
 }

@@ -21,7 +21,7 @@
 //! event by getting `WouldBlock` and waiting again.
 
 use super::sys::{self, Epoll, EventFd, Events, Interest};
-use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, Mutex, Ordering, SleepFlag};
 use slab::Slab;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
@@ -295,8 +295,8 @@ type LocalPosted = Box<dyn FnOnce(&mut Engine)>;
 /// The state an engine shares with other threads.
 struct Shared {
     eventfd: EventFd,
-    /// Set while the engine's thread is (about to be) blocked in `epoll_wait`.
-    sleeping: AtomicBool,
+    /// Up while the engine's thread is (about to be) blocked in `epoll_wait`.
+    sleeping: SleepFlag,
     /// Set by [`EngineHandle::wake`] and consumed by the next wait. Without it a wake that
     /// arrives while the engine is awake (between two waits) was lost, and the following
     /// `run_once(None)` blocked for good although the caller had asked for a wake-up
@@ -312,7 +312,7 @@ impl Shared {
 
     /// Wakes the engine if it is asleep; returns whether it was.
     fn wake_if_sleeping(&self) -> io::Result<bool> {
-        if self.sleeping.swap(false, Ordering::SeqCst) {
+        if self.sleeping.claim_wake() {
             self.eventfd.notify()?;
             return Ok(true);
         }
@@ -486,7 +486,7 @@ impl Engine {
             events: Events::with_capacity(EVENTS_PER_WAIT),
             shared: Arc::new(Shared {
                 eventfd,
-                sleeping: AtomicBool::new(false),
+                sleeping: SleepFlag::new(),
                 woken: AtomicBool::new(false),
                 posted: Mutex::new(Vec::new()),
             }),
@@ -585,19 +585,18 @@ impl Engine {
     ) -> io::Result<usize> {
         let may_block = timeout != Some(Duration::ZERO);
         if may_block {
-            self.shared.sleeping.store(true, Ordering::SeqCst);
-            crate::sync::fence(Ordering::SeqCst);
+            self.shared.sleeping.announce();
             if self.shared.woken.swap(false, Ordering::SeqCst)
                 || !self.shared.posted.lock().unwrap().is_empty()
                 || has_work()
             {
-                self.shared.sleeping.store(false, Ordering::SeqCst);
+                self.shared.sleeping.retract();
                 return self.wait_and_dispatch_with(Some(Duration::ZERO), has_work);
             }
         }
         let res = self.poll.wait(&mut self.events, timeout);
         if may_block {
-            self.shared.sleeping.store(false, Ordering::SeqCst);
+            self.shared.sleeping.retract();
         }
         res?;
         self.now = Instant::now();

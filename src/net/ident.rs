@@ -69,7 +69,7 @@ impl fmt::Display for SockError {
 impl std::error::Error for SockError {}
 
 impl SockIdent {
-    pub(crate) fn new(index: u32, generation: u32) -> SockIdent {
+    pub fn new(index: u32, generation: u32) -> SockIdent {
         SockIdent(((generation as u64) << 32) | index as u64)
     }
 
@@ -93,9 +93,7 @@ impl SockIdent {
 
     /// Locks the slot if this handle is current.
     fn slot(self) -> Option<MutexGuard<'static, SlotState>> {
-        let slot = table().get(self.index())?;
-        let st = slot.state.lock().unwrap();
-        (st.generation == self.generation() && st.live).then_some(st)
+        table().lock_current(self)
     }
 
     /// Sends a packet (`asyn_send`): queued now, written by the socket's poller at the end of
@@ -106,37 +104,11 @@ impl SockIdent {
     /// closing, [`TrySendError::Full`] if the socket's write limit is reached (a peer that
     /// does not read).
     pub fn send(self, packet: WPacket) -> Result<(), TrySendError<WPacket>> {
-        let Some(mut st) = self.slot() else {
-            return Err(TrySendError::Closed(packet));
-        };
-        if !st.open {
-            return Err(TrySendError::Closed(packet));
-        }
-        let len = packet.len() + HEADER_LEN;
-        let queued = st.outbox_bytes + st.conn_queued;
-        if queued > 0 && queued + len > st.write_limit {
-            // Ask the poller for a fresh count of what the connection still holds.
-            let wake = st.mark_pending();
-            drop(st);
-            if let Some((sys, poller)) = wake {
-                sys.net.mark_dirty(&sys, poller, self.index());
-            }
-            return Err(TrySendError::Full(packet));
-        }
-        let frame = packet.into_frame();
-        let frame = if st.raw {
-            frame.slice(HEADER_LEN..)
-        } else {
-            frame
-        };
-        st.outbox.push(frame);
-        st.outbox_bytes += len;
-        let wake = st.mark_pending();
-        drop(st);
+        let (res, wake) = table().queue_packet(self, packet);
         if let Some((sys, poller)) = wake {
             sys.net.mark_dirty(&sys, poller, self.index());
         }
-        Ok(())
+        res
     }
 
     /// Closes gracefully: packets already sent are written first, then the socket closes and
@@ -145,20 +117,11 @@ impl SockIdent {
     /// # Errors
     /// [`SockError::Closed`] if it was already closed or closing.
     pub fn close(self) -> Result<(), SockError> {
-        let Some(mut st) = self.slot() else {
-            return Err(SockError::Closed);
-        };
-        if !st.open {
-            return Err(SockError::Closed);
-        }
-        st.open = false;
-        st.close_requested = true;
-        let wake = st.mark_pending();
-        drop(st);
+        let (res, wake) = table().request_close(self);
         if let Some((sys, poller)) = wake {
             sys.net.mark_dirty(&sys, poller, self.index());
         }
-        Ok(())
+        res
     }
 
     /// Hands the socket to another actor: every event produced after this call returns goes
@@ -193,7 +156,7 @@ impl SockIdent {
 }
 
 /// One socket's shared state.
-pub(crate) struct SlotState {
+pub struct SlotState {
     pub(crate) generation: u32,
     /// In use: from accept/connect until the owner has been handed `Disconnected`.
     pub(crate) live: bool,
@@ -240,7 +203,7 @@ impl SlotState {
     }
 
     /// Marks the slot for its poller; returns whom to tell if this was the first mark.
-    fn mark_pending(&mut self) -> Option<(Arc<SystemInner>, usize)> {
+    fn mark_pending(&mut self) -> Wake {
         if self.flush_pending {
             return None;
         }
@@ -249,12 +212,15 @@ impl SlotState {
     }
 }
 
-pub(crate) struct Slot {
+/// Whom a send or close must wake: the socket's system and poller.
+pub type Wake = Option<(Arc<SystemInner>, usize)>;
+
+pub struct Slot {
     pub(crate) state: Mutex<SlotState>,
 }
 
 /// The process-wide socket table: chunks of slots, allocated when first needed.
-pub(crate) struct SockTable {
+pub struct SockTable {
     chunks: Box<[OnceLock<Box<[Slot]>>]>,
     free: Mutex<FreeList>,
 }
@@ -271,7 +237,7 @@ pub(crate) fn table() -> &'static SockTable {
 }
 
 impl SockTable {
-    pub(crate) fn new() -> SockTable {
+    pub fn new() -> SockTable {
         SockTable {
             chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect(),
             free: Mutex::new(FreeList {
@@ -281,13 +247,77 @@ impl SockTable {
         }
     }
 
-    pub(crate) fn get(&self, index: u32) -> Option<&Slot> {
+    /// Locks the slot of `ident` if the handle is current.
+    pub fn lock_current(&self, ident: SockIdent) -> Option<MutexGuard<'_, SlotState>> {
+        let slot = self.get(ident.index())?;
+        let st = slot.state.lock().unwrap();
+        (st.generation == ident.generation() && st.live).then_some(st)
+    }
+
+    /// The queuing half of [`SockIdent::send`]; also returns whom to wake, if anyone.
+    pub fn queue_packet(
+        &self,
+        ident: SockIdent,
+        packet: WPacket,
+    ) -> (Result<(), TrySendError<WPacket>>, Wake) {
+        let Some(mut st) = self.lock_current(ident) else {
+            return (Err(TrySendError::Closed(packet)), None);
+        };
+        if !st.open {
+            return (Err(TrySendError::Closed(packet)), None);
+        }
+        let len = packet.len() + HEADER_LEN;
+        let queued = st.outbox_bytes + st.conn_queued;
+        if queued > 0 && queued + len > st.write_limit {
+            // Ask the poller for a fresh count of what the connection still holds.
+            return (Err(TrySendError::Full(packet)), st.mark_pending());
+        }
+        let frame = packet.into_frame();
+        let frame = if st.raw {
+            frame.slice(HEADER_LEN..)
+        } else {
+            frame
+        };
+        st.outbox.push(frame);
+        st.outbox_bytes += len;
+        (Ok(()), st.mark_pending())
+    }
+
+    /// The state half of [`SockIdent::close`].
+    pub fn request_close(&self, ident: SockIdent) -> (Result<(), SockError>, Wake) {
+        let Some(mut st) = self.lock_current(ident) else {
+            return (Err(SockError::Closed), None);
+        };
+        if !st.open {
+            return (Err(SockError::Closed), None);
+        }
+        st.open = false;
+        st.close_requested = true;
+        (Ok(()), st.mark_pending())
+    }
+
+    /// The poller's half: takes what a slot has to flush. Returns the frames (swapped into
+    /// `frames`), the connection, and whether a close was requested.
+    pub fn take_outbox(
+        &self,
+        index: u32,
+        frames: &mut Vec<Bytes>,
+    ) -> Option<(Option<ConnId>, bool)> {
+        let mut st = self.get(index)?.state.lock().unwrap();
+        st.flush_pending = false;
+        std::mem::swap(&mut st.outbox, frames);
+        st.outbox_bytes = 0;
+        let close = std::mem::take(&mut st.close_requested);
+        Some((st.conn, close))
+    }
+
+    pub fn get(&self, index: u32) -> Option<&Slot> {
         let i = index as usize;
         self.chunks.get(i / CHUNK)?.get().map(|c| &c[i % CHUNK])
     }
 
     /// Takes a free slot, initialised by `init` under its lock; returns the new handle.
-    pub(crate) fn alloc(&self, init: impl FnOnce(&mut SlotState)) -> Option<SockIdent> {
+    pub fn alloc(&self, init: impl FnOnce(&mut SlotState)) -> Option<SockIdent> {
         let index = {
             let mut fl = self.free.lock().unwrap();
             match fl.free.pop() {
@@ -326,9 +356,32 @@ impl SockTable {
         Some(SockIdent::new(index, st.generation))
     }
 
+    /// A slot with only a write limit set (for the models in `loom_tests/`).
+    #[cfg(loom)]
+    pub fn alloc_plain(&self, write_limit: usize) -> Option<SockIdent> {
+        self.alloc(|st| st.write_limit = write_limit)
+    }
+
+    /// [`SockTable::queue_packet`] for the models: the wake target reduced to "was this the
+    /// first mark" (the models have no system).
+    #[cfg(loom)]
+    pub fn model_send(
+        &self,
+        ident: SockIdent,
+        packet: WPacket,
+    ) -> Result<(), TrySendError<WPacket>> {
+        self.queue_packet(ident, packet).0
+    }
+
+    /// [`SockTable::request_close`] for the models.
+    #[cfg(loom)]
+    pub fn model_close(&self, ident: SockIdent) -> Result<(), SockError> {
+        self.request_close(ident).0
+    }
+
     /// Frees a slot whose owner has been told the socket is gone. Every handle to it is
     /// stale from here on.
-    pub(crate) fn release(&self, ident: SockIdent) {
+    pub fn release(&self, ident: SockIdent) {
         let Some(slot) = self.get(ident.index()) else {
             return;
         };

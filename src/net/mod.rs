@@ -8,7 +8,7 @@ pub(crate) mod sys;
 
 mod conn;
 mod engine;
-mod ident;
+pub(crate) mod ident;
 pub mod packet;
 pub(crate) mod poller;
 
