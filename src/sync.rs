@@ -1,6 +1,6 @@
 //! The one switch between real and model-checked concurrency.
 //!
-//! Every other module takes its atomics, locks, cells, threads, work-stealing deques and the
+//! Every other module takes its atomics, locks, cells, work-stealing deques and the
 //! concurrent name map from here. Normally they are `std`, `crossbeam-deque` and `dashmap`;
 //! under `--cfg loom` they are loom's types and small loom-visible stand-ins with the same API
 //! (loom cannot look inside crossbeam or dashmap), so the models in `loom_tests/` explore the
@@ -13,24 +13,15 @@ pub(crate) use std::sync::Arc;
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    Condvar, Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
+    Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence},
 };
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    Condvar, Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
+    Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence},
 };
-
-/// Threads: `std::thread`, or loom's under the model checker.
-pub(crate) mod thread {
-    #[cfg(not(loom))]
-    pub(crate) use std::thread::{JoinHandle, spawn, yield_now};
-
-    #[cfg(loom)]
-    pub(crate) use loom::thread::{JoinHandle, spawn, yield_now};
-}
 
 /// An `UnsafeCell` with loom's closure-based access API, so that loom can check every access.
 #[cfg(not(loom))]

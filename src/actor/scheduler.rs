@@ -21,7 +21,7 @@ use crate::sync::deque::{Injector, Steal, Stealer, Worker};
 use crate::sync::{Arc, AtomicUsize, Ordering, fence};
 use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Messages one actor handles per turn before others get the worker.
 pub(crate) const TURN_BUDGET: usize = 128;
@@ -39,6 +39,9 @@ pub(crate) trait Runnable: Send + Sync + 'static {
 }
 
 pub(crate) type Task = Arc<dyn Runnable>;
+
+/// What an actor timer runs when it fires.
+pub(crate) type TimerFn = Box<dyn FnOnce() + Send>;
 
 /// The scheduler's shared part.
 pub(crate) struct Scheduler {
@@ -122,7 +125,7 @@ impl Scheduler {
 
     /// Runs `f` on a worker after `delay`: on this worker's engine if this thread is one of
     /// ours, else on worker 0's.
-    pub(crate) fn run_after(&self, delay: Duration, f: Box<dyn FnOnce() + Send>) {
+    pub(crate) fn run_after(&self, delay: Duration, f: TimerFn) {
         let leftover = with_current(self, |w| match w {
             Some(w) => {
                 w.timers.borrow_mut().push((delay, f));
@@ -145,7 +148,7 @@ pub(crate) struct WorkerLocal {
     ticks: Cell<u32>,
     deque: Worker<Task>,
     /// Actor timers asked for during this pass, handed to the engine after it.
-    timers: RefCell<Vec<(Duration, Box<dyn FnOnce() + Send>)>>,
+    timers: RefCell<Vec<(Duration, TimerFn)>>,
     /// The worker's network state (it is also a poller).
     pub(crate) net: RefCell<PollerLocal>,
 }
@@ -300,7 +303,6 @@ pub(crate) fn run_worker(
         engine.run_timers();
         engine.run_posted();
         crate::net::poller::deliver(&system, &local);
-        let _ = Instant::now;
     }
     crate::net::poller::worker_exit(&system, &local, &mut engine);
 }

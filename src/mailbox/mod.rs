@@ -185,12 +185,6 @@ impl<M, S> Mailbox<M, S> {
         (!lanes.system.is_empty(), drained)
     }
 
-    /// Whether any message is waiting in either lane.
-    pub fn has_messages(&self) -> bool {
-        let lanes = self.lanes.lock().unwrap();
-        !lanes.user.is_empty() || !lanes.system.is_empty()
-    }
-
     /// The number of user messages waiting.
     pub fn len(&self) -> usize {
         self.lanes.lock().unwrap().user.len()

@@ -654,7 +654,7 @@ fn linger_read(engine: &mut Engine, id: ConnId) -> bool {
 /// Reads, cuts and delivers packets, then flushes the replies sent while delivering.
 fn read_and_deliver(engine: &mut Engine, id: ConnId) {
     for _ in 0..READS_PER_EVENT {
-        let step = match engine.with_conn(id, |engine, c| read_once(engine, c)) {
+        let step = match engine.with_conn(id, read_once) {
             Some(step) => step,
             None => return,
         };

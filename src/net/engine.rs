@@ -636,11 +636,17 @@ impl Engine {
             }
             let std::cmp::Reverse(t) = self.timers.pop().expect("peeked");
             fired += 1;
+            self.now = now;
+            if t.key_generation == CALLBACK_TIMER {
+                if let Some(f) = self.callbacks.try_remove(t.key_index as usize) {
+                    f(self);
+                }
+                continue;
+            }
             let key = Key {
                 index: t.key_index,
                 generation: t.key_generation,
             };
-            self.now = now;
             self.on_timer(key);
         }
         fired

@@ -69,7 +69,7 @@ impl fmt::Display for SockError {
 impl std::error::Error for SockError {}
 
 impl SockIdent {
-    pub fn new(index: u32, generation: u32) -> SockIdent {
+    pub(crate) fn new(index: u32, generation: u32) -> SockIdent {
         SockIdent(((generation as u64) << 32) | index as u64)
     }
 

@@ -23,3 +23,12 @@ pub use engine::{
 pub use ident::{SockError, SockIdent};
 pub use packet::{DEFAULT_MAX_PACKET_LEN, HEADER_LEN};
 pub use poller::NetEvent;
+
+/// Raises this process's soft limit on open descriptors to its hard limit (a server with a
+/// thousand connections needs more than the usual 1024) and returns the new limit.
+///
+/// # Errors
+/// The OS error of `getrlimit`/`setrlimit`.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    sys::raise_fd_limit()
+}

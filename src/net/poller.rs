@@ -204,16 +204,8 @@ pub(crate) fn flush(sys: &SystemInner, local: &WorkerLocal, engine: &mut Engine)
     let mut frames = std::mem::take(&mut local.net.borrow_mut().spare_outbox);
     let mut flushed: Vec<(u32, ConnId)> = Vec::new();
     for &index in &dirty {
-        let Some(slot) = table().get(index) else {
+        let Some((conn, close)) = table().take_outbox(index, &mut frames) else {
             continue;
-        };
-        let (conn, close) = {
-            let mut st = slot.state.lock().unwrap();
-            st.flush_pending = false;
-            std::mem::swap(&mut st.outbox, &mut frames);
-            st.outbox_bytes = 0;
-            let close = std::mem::take(&mut st.close_requested);
-            (st.conn, close)
         };
         let Some(conn) = conn else {
             frames.clear();

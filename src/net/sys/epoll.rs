@@ -31,10 +31,6 @@ impl Interest {
         read: false,
         write: true,
     };
-    pub(crate) const BOTH: Interest = Interest {
-        read: true,
-        write: true,
-    };
     pub(crate) const NONE: Interest = Interest {
         read: false,
         write: false,
@@ -65,9 +61,6 @@ impl Event {
     }
     pub(crate) fn writable(&self) -> bool {
         self.bits & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0
-    }
-    pub(crate) fn error(&self) -> bool {
-        self.bits & libc::EPOLLERR as u32 != 0
     }
 }
 

@@ -237,11 +237,6 @@ fn name_of(
     from_sockaddr(&storage)
 }
 
-/// The address of the peer of a connected socket.
-pub(crate) fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
-    name_of(fd, libc::getpeername)
-}
-
 /// The local address of a socket (the port a `:0` listener got).
 pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
     name_of(fd, libc::getsockname)

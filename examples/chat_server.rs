@@ -1,0 +1,758 @@
+//! A small chat server: rooms as actors, sockets handed from a gate to the room they join,
+//! and one shared packet per broadcast.
+//!
+//! # Design
+//!
+//! - The **gate** actor owns the listener, so every new socket starts out as the gate's. When
+//!   a socket sends JOIN, the gate finds the room's actor in the registry (under
+//!   `"room:<name>"`), creating it on first use, and **hands the socket to it**
+//!   ([`SockIdent::hand_to`]): from then on the socket's packets and its `Disconnected` go
+//!   straight to the room, without passing through the gate.
+//! - Each **room** actor keeps its members. It broadcasts every message as **one packet shared
+//!   by all recipients**: the packet is built once, frozen ([`WPacket::freeze`]) and a clone
+//!   is sent to each member; clones share the frozen bytes, so nothing is copied per member.
+//! - A member that sends LEAVE is announced as `left` and its socket is handed back to the
+//!   gate, so it can JOIN another room; a member whose connection ends is announced as
+//!   `dropped`. Rooms live as long as the server.
+//!
+//! # Protocol
+//!
+//! Packets use the crate's wire format (a little-endian `u32` length, then the payload;
+//! strings are length-prefixed and NUL-terminated). Each payload starts with a `u8` opcode.
+//!
+//! | direction       | opcode | fields                  |
+//! |-----------------|--------|-------------------------|
+//! | client → server | 1 JOIN    | room: str, name: str |
+//! | client → server | 2 SAY     | text: str            |
+//! | client → server | 3 LEAVE   |                      |
+//! | server → client | 1 JOINED  | room, name           |
+//! | server → client | 2 MESSAGE | room, name, text     |
+//! | server → client | 3 LEFT    | room, name, reason (`"left"` or `"dropped"`) |
+//!
+//! Every member of a room, the newcomer included, receives JOINED; every member, the leaver
+//! included, receives LEFT `"left"`. After JOIN a client waits for its own JOINED, and after
+//! LEAVE for its own LEFT, before it sends anything else: that answer proves that the socket
+//! has changed hands, so what the client sends next reaches the new owner. A client that
+//! breaks this rule, or sends anything malformed, is disconnected.
+//!
+//! # Running it
+//!
+//! ```text
+//! cargo run --example chat_server -- --addr 127.0.0.1:8020
+//! cargo run --example chat_server -- --client 127.0.0.1:8020 --name alice --room lobby
+//! cargo run --example chat_server -- --secs 2     # scripted self-test, then exit
+//! ```
+//!
+//! In client mode each line read from stdin is said in the room; `/leave` or the end of
+//! input leaves. With `--secs S` the server runs a scripted self-test with loopback clients
+//! (join, say, drop, leave, rejoin, and a fan-out to many members), keeps serving until `S`
+//! seconds have passed, and exits with status 0 if every client received exactly what it
+//! should, 1 otherwise. `tests/chat_server.rs` includes this file to drive the same server.
+
+use kendynet::{
+    Actor, Addr, ConnOptions, Context, NetEvent, RPacket, SockIdent, SpawnOptions, System,
+    SystemHandle, WPacket,
+};
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+
+// ----- protocol -----
+
+/// Client → server: join a room (room: str, name: str).
+pub const JOIN: u8 = 1;
+/// Client → server: say something in the room (text: str).
+pub const SAY: u8 = 2;
+/// Client → server: leave the room.
+pub const LEAVE: u8 = 3;
+
+/// Server → client: someone joined (room, name).
+pub const JOINED: u8 = 1;
+/// Server → client: someone said something (room, name, text).
+pub const MESSAGE: u8 = 2;
+/// Server → client: someone left (room, name, reason).
+pub const LEFT: u8 = 3;
+
+/// The longest packet payload the server accepts; a longer one drops the client.
+pub const MAX_PACKET_LEN: usize = 4096;
+/// The longest room or member name, in bytes.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// A message from the server, as a client decodes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerMsg {
+    /// `name` joined `room`.
+    Joined { room: String, name: String },
+    /// `name` said `text` in `room`.
+    Message {
+        room: String,
+        name: String,
+        text: String,
+    },
+    /// `name` left `room`: `reason` is `"left"` or `"dropped"`.
+    Left {
+        room: String,
+        name: String,
+        reason: String,
+    },
+}
+
+impl ServerMsg {
+    #[must_use]
+    pub fn joined(room: &str, name: &str) -> ServerMsg {
+        ServerMsg::Joined {
+            room: room.into(),
+            name: name.into(),
+        }
+    }
+
+    #[must_use]
+    pub fn message(room: &str, name: &str, text: &str) -> ServerMsg {
+        ServerMsg::Message {
+            room: room.into(),
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+
+    #[must_use]
+    pub fn left(room: &str, name: &str, reason: &str) -> ServerMsg {
+        ServerMsg::Left {
+            room: room.into(),
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Decodes a payload sent by the server.
+    fn decode(payload: &[u8]) -> Result<ServerMsg, String> {
+        let mut p = RPacket::from_payload(payload);
+        let op = p.read_u8().map_err(|e| e.to_string())?;
+        let mut field = || p.read_string().map_err(|e| e.to_string());
+        Ok(match op {
+            JOINED => ServerMsg::Joined {
+                room: field()?,
+                name: field()?,
+            },
+            MESSAGE => ServerMsg::Message {
+                room: field()?,
+                name: field()?,
+                text: field()?,
+            },
+            LEFT => ServerMsg::Left {
+                room: field()?,
+                name: field()?,
+                reason: field()?,
+            },
+            op => return Err(format!("unknown opcode {op}")),
+        })
+    }
+}
+
+impl fmt::Display for ServerMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerMsg::Joined { room, name } => write!(f, "* {name} joined {room}"),
+            ServerMsg::Message { room, name, text } => write!(f, "[{room}] {name}: {text}"),
+            ServerMsg::Left { room, name, reason } => write!(f, "* {name} left {room} ({reason})"),
+        }
+    }
+}
+
+// ----- the server -----
+
+/// Starts a chat server in `system`, listening on `addr`; returns the bound address.
+///
+/// # Errors
+/// The OS error of listening (for example `AddrInUse`).
+pub fn start_server(system: &SystemHandle, addr: SocketAddr) -> io::Result<SocketAddr> {
+    let gate = system.spawn(Gate);
+    let options = ConnOptions::default().max_packet_len(MAX_PACKET_LEN);
+    system
+        .listen_with(addr, &gate, options)
+        .inspect_err(|_| gate.stop())
+}
+
+/// Owns the listener: every socket is the gate's until it joins a room, and again after it
+/// leaves one.
+struct Gate;
+
+impl Actor for Gate {
+    type Msg = NetEvent;
+
+    fn handle(&mut self, ev: NetEvent, ctx: &mut Context<Self>) {
+        // Connected and Disconnected need nothing: a socket that is not in a room has no
+        // state here.
+        let NetEvent::Packet { sock, mut packet } = ev else {
+            return;
+        };
+        let (room, name) = match packet.read_u8() {
+            Ok(JOIN) => match (packet.read_string(), packet.read_string()) {
+                (Ok(room), Ok(name)) if valid_name(&room) && valid_name(&name) => (room, name),
+                _ => return drop_client(sock, "malformed JOIN"),
+            },
+            // SAY or LEAVE before JOIN, or a packet sent before the client's JOINED arrived
+            // (it overtook the hand-off to the room).
+            _ => return drop_client(sock, "not in a room"),
+        };
+        let Some(room_addr) = room_actor(ctx, &room) else {
+            return drop_client(sock, "the room could not be created");
+        };
+        // Hand the socket over first, then tell the room who it is: the room answers with
+        // JOINED, and everything the client sends after that goes straight to the room.
+        if sock.hand_to(&room_addr).is_err() {
+            return; // It closed meanwhile; its Disconnected comes here.
+        }
+        // A room stops only when the system shuts down, which closes the socket too.
+        let _ = room_addr.send(RoomMsg::Join { sock, name });
+    }
+}
+
+/// The room's actor: found in the registry, or spawned and registered by the gate.
+fn room_actor(ctx: &Context<Gate>, room: &str) -> Option<Addr<Room>> {
+    let key = format!("room:{room}");
+    let system = ctx.system();
+    if let Some(addr) = system.lookup::<Room>(&key) {
+        return Some(addr);
+    }
+    let actor = Room {
+        name: room.to_owned(),
+        gate: ctx.addr(),
+        members: HashMap::new(),
+    };
+    match system.spawn_with(actor, SpawnOptions::default().name(&key)) {
+        Ok(addr) => Some(addr),
+        // Another gate of this system registered it just now.
+        Err(_) => system.lookup::<Room>(&key),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_LEN
+}
+
+/// Closes a client that broke the protocol (what was queued for it is still written).
+fn drop_client(sock: SockIdent, why: &str) {
+    eprintln!("chat: dropping {sock}: {why}");
+    let _ = sock.close();
+}
+
+/// One room: its members' sockets, owned since the gate handed them over.
+struct Room {
+    name: String,
+    gate: Addr<Gate>,
+    members: HashMap<SockIdent, String>,
+}
+
+enum RoomMsg {
+    /// The gate handed `sock` over: it joins as `name`.
+    Join { sock: SockIdent, name: String },
+    /// An event of a member's socket.
+    Net(NetEvent),
+}
+
+impl From<NetEvent> for RoomMsg {
+    fn from(ev: NetEvent) -> RoomMsg {
+        RoomMsg::Net(ev)
+    }
+}
+
+impl Actor for Room {
+    type Msg = RoomMsg;
+
+    fn handle(&mut self, msg: RoomMsg, _: &mut Context<Self>) {
+        match msg {
+            RoomMsg::Join { sock, name } => {
+                // The socket may have closed during the hand-off; its Disconnected came here
+                // first and found no member.
+                if !sock.is_open() {
+                    return;
+                }
+                println!("chat: {name} joined {}", self.name);
+                self.members.insert(sock, name);
+                let name = &self.members[&sock];
+                self.broadcast(server_packet(JOINED, &[&self.name, name]));
+            }
+            RoomMsg::Net(NetEvent::Packet { sock, mut packet }) => {
+                let Some(name) = self.members.get(&sock) else {
+                    // It spoke before its JOINED reached it: it overtook the hand-off.
+                    return drop_client(sock, "sent before its JOINED");
+                };
+                match packet.read_u8() {
+                    Ok(SAY) => match packet.read_str() {
+                        Ok(text) => {
+                            self.broadcast(server_packet(MESSAGE, &[&self.name, name, text]));
+                        }
+                        Err(_) => drop_client(sock, "malformed SAY"),
+                    },
+                    Ok(LEAVE) => {
+                        // Back to the gate before the client learns it has left, so that its
+                        // next JOIN reaches the gate. If the socket has closed meanwhile, its
+                        // Disconnected comes here and finds no member.
+                        let _ = sock.hand_to(&self.gate);
+                        println!("chat: {name} left {}", self.name);
+                        // The leaver receives the announcement too: its confirmation.
+                        self.broadcast(server_packet(LEFT, &[&self.name, name, "left"]));
+                        self.members.remove(&sock);
+                    }
+                    _ => drop_client(sock, "unknown request"),
+                }
+            }
+            RoomMsg::Net(NetEvent::Disconnected { sock, reason }) => {
+                if let Some(name) = self.members.remove(&sock) {
+                    println!("chat: {name} dropped from {} ({reason})", self.name);
+                    self.broadcast(server_packet(LEFT, &[&self.name, &name, "dropped"]));
+                }
+            }
+            RoomMsg::Net(_) => {}
+        }
+    }
+}
+
+impl Room {
+    /// Sends `packet` to every member: one packet, shared by all of them.
+    fn broadcast(&self, mut packet: WPacket) {
+        // Once frozen, every clone shares the same bytes: N members, one buffer, no copies.
+        packet.freeze();
+        for &sock in self.members.keys() {
+            if let Err(e) = sock.send(packet.clone()) {
+                if e.is_full() {
+                    // It stopped reading; its Disconnected will announce it as dropped.
+                    drop_client(sock, "not reading");
+                }
+                // Closed: its Disconnected is on its way.
+            }
+        }
+    }
+}
+
+/// A server → client packet: the opcode, then string fields.
+fn server_packet(op: u8, fields: &[&str]) -> WPacket {
+    let mut packet = WPacket::new();
+    packet.write_u8(op);
+    for field in fields {
+        packet.write_str(field);
+    }
+    packet
+}
+
+// ----- a blocking client -----
+
+/// How long a client waits for an expected message.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A blocking chat client over a `TcpStream`.
+pub struct ChatClient {
+    stream: TcpStream,
+    /// Bytes received but not yet decoded.
+    buf: Vec<u8>,
+}
+
+impl ChatClient {
+    /// Connects to a server.
+    ///
+    /// # Errors
+    /// The OS error of connecting.
+    pub fn connect(addr: SocketAddr) -> io::Result<ChatClient> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(ChatClient {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// A second handle on the same connection, for sending from another thread. Only one of
+    /// the two should receive.
+    ///
+    /// # Errors
+    /// The OS error of duplicating the socket.
+    pub fn try_clone(&self) -> io::Result<ChatClient> {
+        Ok(ChatClient {
+            stream: self.stream.try_clone()?,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends JOIN and waits for the server to confirm it with this client's own JOINED.
+    ///
+    /// # Errors
+    /// A socket error, or `InvalidData` if the server answered something else.
+    pub fn join(&mut self, room: &str, name: &str) -> io::Result<()> {
+        self.send_join(room, name)?;
+        let want = ServerMsg::joined(room, name);
+        match self.recv_timeout(WAIT)? {
+            Some(got) if got == want => Ok(()),
+            got => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("expected {want:?} after JOIN, got {got:?}"),
+            )),
+        }
+    }
+
+    /// Sends JOIN without waiting for the answer.
+    ///
+    /// # Errors
+    /// The OS error of writing.
+    pub fn send_join(&mut self, room: &str, name: &str) -> io::Result<()> {
+        let mut packet = WPacket::new();
+        packet.write_u8(JOIN).write_str(room).write_str(name);
+        self.send(packet)
+    }
+
+    /// Says `text` in the room.
+    ///
+    /// # Errors
+    /// The OS error of writing.
+    pub fn say(&mut self, text: &str) -> io::Result<()> {
+        let mut packet = WPacket::new();
+        packet.write_u8(SAY).write_str(text);
+        self.send(packet)
+    }
+
+    /// Leaves the room (the server answers with LEFT `"left"`).
+    ///
+    /// # Errors
+    /// The OS error of writing.
+    pub fn leave(&mut self) -> io::Result<()> {
+        let mut packet = WPacket::new();
+        packet.write_u8(LEAVE);
+        self.send(packet)
+    }
+
+    fn send(&mut self, packet: WPacket) -> io::Result<()> {
+        self.stream.write_all(&packet.into_frame())
+    }
+
+    /// Waits for the next message until it arrives.
+    ///
+    /// # Errors
+    /// A socket error; `UnexpectedEof` if the server closed the connection; `InvalidData` if
+    /// it sent something that is not a server message.
+    pub fn recv(&mut self) -> io::Result<ServerMsg> {
+        self.recv_until(None)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))
+    }
+
+    /// Waits at most `timeout` for the next message; `None` if none arrived.
+    ///
+    /// # Errors
+    /// As [`ChatClient::recv`].
+    pub fn recv_timeout(&mut self, timeout: Duration) -> io::Result<Option<ServerMsg>> {
+        self.recv_until(Some(Instant::now() + timeout))
+    }
+
+    fn recv_until(&mut self, deadline: Option<Instant>) -> io::Result<Option<ServerMsg>> {
+        loop {
+            if let Some(msg) = self.decode_buffered()? {
+                return Ok(Some(msg));
+            }
+            let timeout = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(None),
+                },
+            };
+            self.stream.set_read_timeout(timeout)?;
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Takes one complete packet off the front of the buffer, if there is one.
+    fn decode_buffered(&mut self) -> io::Result<Option<ServerMsg>> {
+        let Some(header) = self.buf.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = u32::from_le_bytes(*header) as usize;
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+        if len > MAX_PACKET_LEN {
+            return Err(invalid(format!("a {len}-byte packet from the server")));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let msg = ServerMsg::decode(&self.buf[4..4 + len]).map_err(invalid)?;
+        self.buf.drain(..4 + len);
+        Ok(Some(msg))
+    }
+}
+
+/// Waits for the next message of `client` and checks that it is `want`.
+///
+/// # Errors
+/// What went wrong, naming `who`.
+pub fn expect(client: &mut ChatClient, who: &str, want: &ServerMsg) -> Result<(), String> {
+    match client.recv_timeout(WAIT) {
+        Ok(Some(got)) if got == *want => Ok(()),
+        Ok(Some(got)) => Err(format!("{who}: expected {want:?}, got {got:?}")),
+        Ok(None) => Err(format!("{who}: expected {want:?}, got nothing in {WAIT:?}")),
+        Err(e) => Err(format!("{who}: expected {want:?}, got error {e}")),
+    }
+}
+
+/// Checks that `client` receives nothing within `quiet`.
+///
+/// # Errors
+/// What arrived, naming `who`.
+pub fn expect_nothing(client: &mut ChatClient, who: &str, quiet: Duration) -> Result<(), String> {
+    match client.recv_timeout(quiet) {
+        Ok(None) => Ok(()),
+        Ok(Some(got)) => Err(format!("{who}: expected nothing, got {got:?}")),
+        Err(e) => Err(format!("{who}: expected nothing, got error {e}")),
+    }
+}
+
+// ----- the self-test -----
+
+/// The scripted self-test of `--secs`: loopback clients join, say, drop, leave and rejoin,
+/// and each must receive exactly what the protocol promises.
+///
+/// # Errors
+/// The first expectation that failed.
+pub fn self_test(addr: SocketAddr) -> Result<(), String> {
+    const LISTENERS: usize = 16;
+    const MESSAGES: usize = 50;
+    let quiet = Duration::from_millis(200);
+    let connect = |room: &str, name: &str| -> Result<ChatClient, String> {
+        let mut c = ChatClient::connect(addr).map_err(|e| format!("{name}: connect: {e}"))?;
+        c.join(room, name)
+            .map_err(|e| format!("{name}: join {room}: {e}"))?;
+        Ok(c)
+    };
+    let io = |who: &'static str| move |e: io::Error| format!("{who}: {e}");
+
+    // Three members in the lobby; each sees the ones who join after it.
+    let mut alice = connect("lobby", "alice")?;
+    let mut bob = connect("lobby", "bob")?;
+    expect(&mut alice, "alice", &ServerMsg::joined("lobby", "bob"))?;
+    let mut carol = connect("lobby", "carol")?;
+    for (c, who) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        expect(c, who, &ServerMsg::joined("lobby", "carol"))?;
+    }
+    let mut dave = connect("other", "dave")?;
+
+    // One message reaches each lobby member once, and nobody else.
+    alice.say("hi").map_err(io("alice"))?;
+    let hi = ServerMsg::message("lobby", "alice", "hi");
+    for (c, who) in [
+        (&mut alice, "alice"),
+        (&mut bob, "bob"),
+        (&mut carol, "carol"),
+    ] {
+        expect(c, who, &hi)?;
+        expect_nothing(c, who, quiet)?;
+    }
+    expect_nothing(&mut dave, "dave", quiet)?;
+
+    // Bob drops his connection.
+    drop(bob);
+    let bob_dropped = ServerMsg::left("lobby", "bob", "dropped");
+    expect(&mut alice, "alice", &bob_dropped)?;
+    expect(&mut carol, "carol", &bob_dropped)?;
+
+    // Carol leaves, then joins the other room on the same connection.
+    carol.leave().map_err(io("carol"))?;
+    let carol_left = ServerMsg::left("lobby", "carol", "left");
+    expect(&mut carol, "carol", &carol_left)?;
+    expect(&mut alice, "alice", &carol_left)?;
+    carol
+        .join("other", "carol")
+        .map_err(|e| format!("carol: join other: {e}"))?;
+    expect(&mut dave, "dave", &ServerMsg::joined("other", "carol"))?;
+    carol.say("hello").map_err(io("carol"))?;
+    let hello = ServerMsg::message("other", "carol", "hello");
+    expect(&mut carol, "carol", &hello)?;
+    expect(&mut dave, "dave", &hello)?;
+    expect_nothing(&mut alice, "alice", quiet)?;
+
+    // Fan-out: one speaker, many listeners, every message to each of them, in order.
+    let mut speaker = connect("fanout", "speaker")?;
+    let mut listeners = Vec::new();
+    for i in 0..LISTENERS {
+        let name = format!("listener{i}");
+        listeners.push((connect("fanout", &name)?, name.clone()));
+        expect(&mut speaker, "speaker", &ServerMsg::joined("fanout", &name))?;
+        for (earlier, who) in &mut listeners[..i] {
+            expect(earlier, who, &ServerMsg::joined("fanout", &name))?;
+        }
+    }
+    for n in 0..MESSAGES {
+        speaker
+            .say(&format!("message {n}"))
+            .map_err(io("speaker"))?;
+    }
+    listeners.push((speaker, "speaker".to_owned()));
+    for (c, who) in &mut listeners {
+        for n in 0..MESSAGES {
+            let want = ServerMsg::message("fanout", "speaker", &format!("message {n}"));
+            expect(c, who, &want)?;
+        }
+    }
+    Ok(())
+}
+
+// ----- the program -----
+
+const USAGE: &str = "usage: chat_server [--addr ADDR] [--secs S]
+       chat_server --client ADDR --name NAME --room ROOM
+  --addr ADDR  listen on ADDR (default 127.0.0.1:0: a free port, printed)
+  --secs S     run a scripted self-test with loopback clients, exit after S seconds
+  --client     connect to a server, join ROOM as NAME, say each line read from stdin";
+
+enum Mode {
+    Server {
+        addr: SocketAddr,
+        secs: Option<u64>,
+    },
+    Client {
+        addr: SocketAddr,
+        name: String,
+        room: String,
+    },
+}
+
+fn parse_args() -> Result<Mode, String> {
+    let (mut addr, mut secs, mut client, mut name, mut room) = (None, None, None, None, None);
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--addr" => addr = Some(parse(&flag, &value()?)?),
+            "--secs" => secs = Some(parse(&flag, &value()?)?),
+            "--client" => client = Some(parse(&flag, &value()?)?),
+            "--name" => name = Some(value()?),
+            "--room" => room = Some(value()?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    match (client, name, room) {
+        (Some(addr_), Some(name), Some(room)) if addr.is_none() && secs.is_none() => {
+            if !valid_name(&name) || !valid_name(&room) {
+                return Err(format!(
+                    "names and rooms are 1 to {MAX_NAME_LEN} bytes long"
+                ));
+            }
+            Ok(Mode::Client {
+                addr: addr_,
+                name,
+                room,
+            })
+        }
+        (None, None, None) => Ok(Mode::Server {
+            addr: addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            secs,
+        }),
+        _ => Err("client mode takes exactly --client, --name and --room".into()),
+    }
+}
+
+fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{flag}: invalid value {value:?}"))
+}
+
+fn main() -> ExitCode {
+    let mode = match parse_args() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("chat_server: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match mode {
+        Mode::Server { addr, secs } => run_server(addr, secs),
+        Mode::Client { addr, name, room } => run_client(addr, &name, &room),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_server(addr: SocketAddr, secs: Option<u64>) -> Result<(), String> {
+    let system = System::builder()
+        .build()
+        .map_err(|e| format!("starting the system: {e}"))?;
+    let bound = start_server(&system, addr).map_err(|e| format!("listening on {addr}: {e}"))?;
+    println!("chat server listening on {bound}");
+    let Some(secs) = secs else {
+        loop {
+            thread::park();
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let result = self_test(bound);
+    if let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        thread::sleep(left);
+    }
+    let report = system.shutdown(Duration::from_secs(5));
+    result.map_err(|e| format!("self-test failed: {e}"))?;
+    if !report.graceful {
+        return Err(format!("shutdown was not graceful: {report:?}"));
+    }
+    println!("self-test ok");
+    Ok(())
+}
+
+fn run_client(addr: SocketAddr, name: &str, room: &str) -> Result<(), String> {
+    let mut client = ChatClient::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    client
+        .join(room, name)
+        .map_err(|e| format!("join {room}: {e}"))?;
+    println!("joined {room} as {name}; each line is said, /leave or end of input leaves");
+    let mut sender = client.try_clone().map_err(|e| e.to_string())?;
+    let me = name.to_owned();
+    let printer = thread::spawn(move || {
+        loop {
+            match client.recv() {
+                Ok(msg) => {
+                    println!("{msg}");
+                    if matches!(&msg, ServerMsg::Left { name, reason, .. } if *name == me && reason == "left")
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("chat_server: connection lost: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    });
+    for line in io::stdin().lock().lines() {
+        let line = line.map_err(|e| format!("stdin: {e}"))?;
+        match line.trim() {
+            "/leave" => break,
+            "" => {}
+            text => sender.say(text).map_err(|e| format!("send: {e}"))?,
+        }
+    }
+    sender.leave().map_err(|e| format!("send: {e}"))?;
+    let _ = printer.join();
+    Ok(())
+}

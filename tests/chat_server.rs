@@ -1,0 +1,152 @@
+//! Drives the chat server of `examples/chat_server.rs` over loopback.
+//!
+//! Examples cannot be imported, so the example's file is included as a module: its server
+//! (`start_server`) runs in a system started here, and its blocking client speaks the
+//! protocol. Every wait is bounded (the client's read deadlines), so a server that stays
+//! silent fails the test instead of hanging it.
+
+#[allow(
+    dead_code,
+    reason = "the example's main and client mode are not used here"
+)]
+#[path = "../examples/chat_server.rs"]
+mod chat;
+
+use chat::{ChatClient, ServerMsg, expect, expect_nothing};
+use kendynet::System;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How long a client listens to be sure that nothing more arrives.
+const QUIET: Duration = Duration::from_millis(300);
+
+fn server() -> (System, SocketAddr) {
+    let system = System::builder().workers(2).build().expect("system");
+    let addr = chat::start_server(&system, "127.0.0.1:0".parse().unwrap()).expect("listen");
+    (system, addr)
+}
+
+fn join(addr: SocketAddr, room: &str, name: &str) -> ChatClient {
+    let mut client = ChatClient::connect(addr).expect("connect");
+    client
+        .join(room, name)
+        .unwrap_or_else(|e| panic!("{name} joining {room}: {e}"));
+    client
+}
+
+/// Three members in "lobby" (each having seen the later ones join) and one in "other".
+fn lobby_of_three(addr: SocketAddr) -> [ChatClient; 4] {
+    let mut alice = join(addr, "lobby", "alice");
+    let mut bob = join(addr, "lobby", "bob");
+    expect(&mut alice, "alice", &ServerMsg::joined("lobby", "bob")).unwrap();
+    let carol = join(addr, "lobby", "carol");
+    expect(&mut alice, "alice", &ServerMsg::joined("lobby", "carol")).unwrap();
+    expect(&mut bob, "bob", &ServerMsg::joined("lobby", "carol")).unwrap();
+    let dave = join(addr, "other", "dave");
+    [alice, bob, carol, dave]
+}
+
+#[test]
+fn a_message_reaches_each_member_of_the_room_exactly_once_and_nobody_else() {
+    let (system, addr) = server();
+    let [mut alice, mut bob, mut carol, mut dave] = lobby_of_three(addr);
+
+    bob.say("hi").unwrap();
+    let hi = ServerMsg::message("lobby", "bob", "hi");
+    for (client, who) in [
+        (&mut alice, "alice"),
+        (&mut bob, "bob"),
+        (&mut carol, "carol"),
+    ] {
+        expect(client, who, &hi).unwrap();
+        expect_nothing(client, who, QUIET).unwrap();
+    }
+    expect_nothing(&mut dave, "dave", QUIET).unwrap();
+
+    let report = system.shutdown(Duration::from_secs(5));
+    assert!(report.graceful, "{report:?}");
+}
+
+#[test]
+fn a_member_whose_connection_drops_is_announced_as_dropped() {
+    let (system, addr) = server();
+    let [mut alice, bob, mut carol, mut dave] = lobby_of_three(addr);
+
+    drop(bob);
+    let dropped = ServerMsg::left("lobby", "bob", "dropped");
+    expect(&mut alice, "alice", &dropped).unwrap();
+    expect(&mut carol, "carol", &dropped).unwrap();
+    expect_nothing(&mut dave, "dave", QUIET).unwrap();
+
+    // The room goes on without him.
+    carol.say("still here").unwrap();
+    let msg = ServerMsg::message("lobby", "carol", "still here");
+    expect(&mut alice, "alice", &msg).unwrap();
+    expect(&mut carol, "carol", &msg).unwrap();
+    expect_nothing(&mut alice, "alice", QUIET).unwrap();
+
+    let report = system.shutdown(Duration::from_secs(5));
+    assert!(report.graceful, "{report:?}");
+}
+
+#[test]
+fn a_member_who_leaves_is_announced_as_left_and_can_join_another_room() {
+    let (system, addr) = server();
+    let [mut alice, mut bob, mut carol, mut dave] = lobby_of_three(addr);
+
+    carol.leave().unwrap();
+    let left = ServerMsg::left("lobby", "carol", "left");
+    // The leaver gets the announcement too, as its confirmation.
+    for (client, who) in [
+        (&mut alice, "alice"),
+        (&mut bob, "bob"),
+        (&mut carol, "carol"),
+    ] {
+        expect(client, who, &left).unwrap();
+    }
+    expect_nothing(&mut dave, "dave", QUIET).unwrap();
+
+    // No longer in the lobby: the lobby's messages no longer reach her.
+    alice.say("bye carol").unwrap();
+    let bye = ServerMsg::message("lobby", "alice", "bye carol");
+    expect(&mut alice, "alice", &bye).unwrap();
+    expect(&mut bob, "bob", &bye).unwrap();
+    expect_nothing(&mut carol, "carol", QUIET).unwrap();
+
+    // The same connection joins "other" (its socket went back to the gate).
+    carol.join("other", "carol").unwrap();
+    expect(&mut dave, "dave", &ServerMsg::joined("other", "carol")).unwrap();
+    dave.say("welcome").unwrap();
+    let welcome = ServerMsg::message("other", "dave", "welcome");
+    expect(&mut carol, "carol", &welcome).unwrap();
+    expect(&mut dave, "dave", &welcome).unwrap();
+    expect_nothing(&mut alice, "alice", QUIET).unwrap();
+
+    let report = system.shutdown(Duration::from_secs(5));
+    assert!(report.graceful, "{report:?}");
+}
+
+#[test]
+fn a_client_that_speaks_before_joining_is_disconnected() {
+    let (system, addr) = server();
+    let mut stranger = ChatClient::connect(addr).unwrap();
+    stranger.say("hello?").unwrap();
+    match stranger.recv_timeout(chat::WAIT) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) => {}
+        other => panic!("expected the server to close the connection, got {other:?}"),
+    }
+    let report = system.shutdown(Duration::from_secs(5));
+    assert!(report.graceful, "{report:?}");
+}
+
+#[test]
+fn the_examples_self_test_passes() {
+    let (system, addr) = server();
+    chat::self_test(addr).unwrap();
+    let report = system.shutdown(Duration::from_secs(5));
+    assert!(report.graceful, "{report:?}");
+}
