@@ -20,7 +20,7 @@
 //! `IDLE` with a compare-and-swap that fails if a message arrived meanwhile (`NOTIFIED`), in
 //! which case it keeps running instead, so no message is left behind in an idle mailbox.
 
-use crate::sync::{AtomicU8, Mutex, Ordering};
+use crate::sync::{AtomicU8, Ordering, SpinLock};
 use std::collections::VecDeque;
 
 const IDLE: u8 = 0;
@@ -103,7 +103,7 @@ pub enum PushError<M> {
 
 /// The queue part of a mailbox: user lane `M`, system lane `S`.
 pub struct Mailbox<M, S> {
-    lanes: Mutex<Lanes<M, S>>,
+    lanes: SpinLock<Lanes<M, S>>,
     /// The most user messages it holds; 0 means no limit.
     capacity: usize,
 }
@@ -111,7 +111,7 @@ pub struct Mailbox<M, S> {
 impl<M, S> Mailbox<M, S> {
     pub fn new(capacity: usize) -> Mailbox<M, S> {
         Mailbox {
-            lanes: Mutex::new(Lanes {
+            lanes: SpinLock::new(Lanes {
                 user: VecDeque::new(),
                 system: VecDeque::new(),
                 closed: false,
@@ -134,7 +134,7 @@ impl<M, S> Mailbox<M, S> {
         convert: impl FnOnce(T) -> M,
         force: bool,
     ) -> Result<(), PushError<T>> {
-        let mut lanes = self.lanes.lock().unwrap();
+        let mut lanes = self.lanes.lock();
         if lanes.closed {
             return Err(PushError::Closed(value));
         }
@@ -148,7 +148,7 @@ impl<M, S> Mailbox<M, S> {
     /// Queues several user messages under one lock (network events of one read batch),
     /// ignoring the capacity. False (and `values` untouched) if the mailbox is closed.
     pub fn push_batch_map<T>(&self, values: &mut Vec<T>, convert: impl Fn(T) -> M) -> bool {
-        let mut lanes = self.lanes.lock().unwrap();
+        let mut lanes = self.lanes.lock();
         if lanes.closed {
             return false;
         }
@@ -158,7 +158,7 @@ impl<M, S> Mailbox<M, S> {
 
     /// Queues a system message. Refused (handed back) once the mailbox is closed.
     pub fn push_system(&self, msg: S) -> Result<(), S> {
-        let mut lanes = self.lanes.lock().unwrap();
+        let mut lanes = self.lanes.lock();
         if lanes.closed {
             return Err(msg);
         }
@@ -168,14 +168,14 @@ impl<M, S> Mailbox<M, S> {
 
     /// Takes the next system message.
     pub fn pop_system(&self) -> Option<S> {
-        self.lanes.lock().unwrap().system.pop_front()
+        self.lanes.lock().system.pop_front()
     }
 
     /// Moves up to `max` user messages into `batch` (which the caller has emptied) under one
     /// lock; when they all fit, the two queues are swapped, which copies nothing. Returns
     /// whether a system message is waiting, and whether the user lane was emptied.
     pub fn take_batch(&self, batch: &mut VecDeque<M>, max: usize) -> (bool, bool) {
-        let mut lanes = self.lanes.lock().unwrap();
+        let mut lanes = self.lanes.lock();
         let drained = lanes.user.len() <= max;
         if drained {
             std::mem::swap(&mut lanes.user, batch);
@@ -187,13 +187,13 @@ impl<M, S> Mailbox<M, S> {
 
     /// The number of user messages waiting.
     pub fn len(&self) -> usize {
-        self.lanes.lock().unwrap().user.len()
+        self.lanes.lock().user.len()
     }
 
     /// Refuses all further messages and hands back what was still queued (to be dropped by
     /// the caller outside the lock).
     pub fn close(&self) -> (VecDeque<M>, VecDeque<S>) {
-        let mut lanes = self.lanes.lock().unwrap();
+        let mut lanes = self.lanes.lock();
         lanes.closed = true;
         (
             std::mem::take(&mut lanes.user),
@@ -202,7 +202,7 @@ impl<M, S> Mailbox<M, S> {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.lanes.lock().unwrap().closed
+        self.lanes.lock().closed
     }
 }
 
