@@ -35,3 +35,119 @@ fn echo_round_trip() {
     let report = system.shutdown(Duration::from_secs(5));
     assert!(report.graceful, "{report:?}");
 }
+
+/// An owner that stops handling messages must not make its mailbox grow without bound: the
+/// socket stops reading once the owner's backlog passes the limit, and TCP pushes back.
+#[test]
+fn slow_owner_pauses_reading_instead_of_growing_its_mailbox() {
+    use std::sync::mpsc;
+
+    struct Stuck {
+        gate: Option<mpsc::Receiver<()>>,
+        seen: mpsc::Sender<usize>,
+        count: usize,
+    }
+    impl Actor for Stuck {
+        type Msg = NetEvent;
+        fn handle(&mut self, ev: NetEvent, _: &mut Context<Self>) {
+            if let NetEvent::Packet { .. } = ev {
+                self.count += 1;
+                if let Some(gate) = self.gate.take() {
+                    // Block on the first packet until the test lets go (bounded).
+                    let _ = gate.recv_timeout(Duration::from_secs(20));
+                }
+                if self.count % 1000 == 0 {
+                    let _ = self.seen.send(self.count);
+                }
+            }
+        }
+    }
+
+    const BACKLOG: usize = 1_000;
+    let system = System::builder()
+        .workers(2)
+        .owner_backlog(BACKLOG)
+        .build()
+        .unwrap();
+    let (release_tx, release_rx) = mpsc::channel();
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let owner = system.spawn(Stuck {
+        gate: Some(release_rx),
+        seen: seen_tx,
+        count: 0,
+    });
+    let addr = system
+        .listen("127.0.0.1:0".parse().unwrap(), &owner)
+        .unwrap();
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    // 4M small packets = 48 MB in 4 KiB writes, far more than the kernel's socket buffers
+    // hold; stop at the first write that times out.
+    let mut p = WPacket::new();
+    p.write_u64(7);
+    let frame = p.into_frame();
+    let chunk: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 341)
+        .collect();
+    let total_chunks = 4_000_000 / 341;
+    let mut written = 0;
+    let mut max_backlog = 0;
+    for _ in 0..total_chunks {
+        if c.write_all(&chunk).is_err() {
+            break;
+        }
+        written += 1;
+        max_backlog = max_backlog.max(owner.mailbox_len());
+    }
+    // Let the socket's reading settle, then look at the backlog once more.
+    std::thread::sleep(Duration::from_millis(200));
+    max_backlog = max_backlog.max(owner.mailbox_len());
+    assert!(
+        written < total_chunks,
+        "the server never pushed back: {written} chunks written"
+    );
+    // One read pass may deliver up to 512 KiB (43k of these packets) past the limit.
+    assert!(
+        max_backlog < BACKLOG + 45_000,
+        "mailbox grew to {max_backlog}"
+    );
+    // Release the owner: everything written is handled in the end.
+    release_tx.send(()).unwrap();
+    let expected = written * 341;
+    let mut last = 0;
+    while last + 1000 <= expected {
+        last = seen_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the owner catches up");
+    }
+    drop(c);
+    system.shutdown(Duration::from_secs(5));
+}
+
+/// `send_after` delivers once the delay has passed, on a worker timer.
+#[test]
+fn send_after_delivers_after_the_delay() {
+    use std::sync::mpsc;
+    use std::time::Instant;
+    struct Clock(mpsc::Sender<Instant>);
+    impl Actor for Clock {
+        type Msg = ();
+        fn handle(&mut self, _: (), _: &mut Context<Self>) {
+            let _ = self.0.send(Instant::now());
+        }
+    }
+    let system = System::builder().workers(2).build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let clock = system.spawn(Clock(tx));
+    let start = Instant::now();
+    clock.send_after(Duration::from_millis(50), ());
+    let fired = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the timer fires");
+    assert!(fired.duration_since(start) >= Duration::from_millis(50));
+    system.shutdown(Duration::from_secs(5));
+}

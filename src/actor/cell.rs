@@ -138,6 +138,12 @@ impl<A: Actor> ActorCell<A> {
         self.mailbox.len()
     }
 
+    /// Queued messages plus one if the actor is busy (queued or running): what a pool
+    /// compares to find a free instance.
+    pub(crate) fn load(&self) -> usize {
+        self.mailbox.len() + usize::from(!self.sched.is_idle())
+    }
+
     fn with_context(
         self: &Arc<Self>,
         st: &mut RunState<A>,

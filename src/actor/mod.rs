@@ -26,8 +26,8 @@ pub use pool::{Pool, PoolRouting};
 pub(crate) use scheduler::{WorkerLocal, with_current};
 pub(crate) use system::SystemInner;
 pub use system::{
-    Builder, DEFAULT_MAX_CONNECTIONS, RegistryError, ShutdownReport, SpawnOptions, System,
-    SystemHandle,
+    Builder, DEFAULT_MAX_CONNECTIONS, DEFAULT_OWNER_BACKLOG, RegistryError, ShutdownReport,
+    SpawnOptions, System, SystemHandle,
 };
 
 use std::fmt;

@@ -3,7 +3,7 @@
 //!
 //! Each instance is an ordinary actor with its own mailbox, so instances run in parallel on
 //! the workers while each still handles one message at a time. [`Pool::send`] hands a
-//! message to a free instance (one whose mailbox is empty, looking from a rotating start),
+//! message to a free instance (idle, with an empty mailbox; looking from a rotating start),
 //! or to the least loaded one when all are busy. [`Pool::send_keyed`] sends every message with
 //! the same key to the same instance, so per-key order holds (key by
 //! [`SockIdent::to_u64`](crate::SockIdent::to_u64) to keep each socket's packets in order).
@@ -16,7 +16,7 @@ use std::fmt;
 /// How [`Pool::send`] picks an instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum PoolRouting {
-    /// A free instance, else the one with the shortest mailbox (the default).
+    /// A free instance (idle, nothing queued), else the least loaded one (the default).
     #[default]
     LeastLoaded,
     /// Each instance in turn.
@@ -103,7 +103,7 @@ impl<A: Actor> Pool<A> {
                 let mut best = (usize::MAX, start);
                 for k in 0..n {
                     let i = (start + k) % n;
-                    let len = self.members[i].mailbox_len();
+                    let len = self.members[i].cell.load();
                     if len == 0 {
                         best = (0, i);
                         break;

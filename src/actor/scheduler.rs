@@ -29,6 +29,8 @@ pub(crate) const TURN_BUDGET: usize = 128;
 const TASKS_PER_POLL: usize = 256;
 /// Consecutive LIFO-slot tasks before the deque gets a turn.
 const LIFO_STREAK: u32 = 32;
+/// How soon a worker with paused sockets looks again whether their owners caught up.
+const PAUSED_RECHECK: Duration = Duration::from_millis(1);
 /// Every this many tasks the injector is checked before the local deque (fairness).
 const INJECTOR_EVERY: u32 = 31;
 
@@ -269,20 +271,25 @@ pub(crate) fn run_worker(
             engine.post_after(delay, move |_| f());
         }
         crate::net::poller::flush(&system, &local, &mut engine);
+        // A flush can end connections (a graceful close with nothing left to write, a write
+        // error): tell their owners now, not after the next wait.
+        crate::net::poller::deliver(&system, &local, &mut engine);
 
+        let paused = crate::net::poller::resume_paused(&system, &local, &mut engine);
         let idle = !local.has_local_work();
         if idle && system.workers_should_exit() {
             break;
         }
-        let timeout = if idle {
-            // While shutting down, look again regularly instead of sleeping for good.
-            if system.is_shutting_down() {
-                Some(Duration::from_millis(10))
-            } else {
-                None
-            }
-        } else {
+        let timeout = if !idle {
             Some(Duration::ZERO)
+        } else if paused {
+            // Sockets wait for their owners to catch up: look again soon.
+            Some(PAUSED_RECHECK)
+        } else if system.is_shutting_down() {
+            // While shutting down, look again regularly instead of sleeping for good.
+            Some(Duration::from_millis(10))
+        } else {
+            None
         };
         let timeout = engine.bounded_timeout(timeout);
         let may_sleep = timeout != Some(Duration::ZERO);
@@ -302,7 +309,7 @@ pub(crate) fn run_worker(
         }
         engine.run_timers();
         engine.run_posted();
-        crate::net::poller::deliver(&system, &local);
+        crate::net::poller::deliver(&system, &local, &mut engine);
     }
     crate::net::poller::worker_exit(&system, &local, &mut engine);
 }

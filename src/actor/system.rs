@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 /// The default number of sockets a system holds at once ([`Builder::max_connections`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+/// The default owner backlog ([`Builder::owner_backlog`]).
+pub const DEFAULT_OWNER_BACKLOG: usize = 16_384;
 
 /// Configures and starts a [`System`].
 #[derive(Clone, Debug)]
@@ -23,6 +25,7 @@ pub struct Builder {
     pollers: Option<usize>,
     mailbox_capacity: usize,
     max_connections: usize,
+    owner_backlog: usize,
     conn_options: ConnOptions,
     name: String,
 }
@@ -34,6 +37,7 @@ impl Default for Builder {
             pollers: None,
             mailbox_capacity: 0,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            owner_backlog: DEFAULT_OWNER_BACKLOG,
             conn_options: ConnOptions::default(),
             name: "kendynet".to_owned(),
         }
@@ -71,6 +75,15 @@ impl Builder {
         self
     }
 
+    /// Back-pressure from actors to sockets: when a socket's owner has more than this many
+    /// messages waiting, the socket stops reading (TCP then slows the peer down) until the
+    /// backlog falls to half. Default [`DEFAULT_OWNER_BACKLOG`].
+    #[must_use]
+    pub fn owner_backlog(mut self, messages: usize) -> Builder {
+        self.owner_backlog = messages.max(1);
+        self
+    }
+
     /// The default per-socket options (limits, timeouts, raw mode) of `listen`/`connect`.
     #[must_use]
     pub fn conn_options(mut self, options: ConnOptions) -> Builder {
@@ -98,7 +111,12 @@ impl Builder {
             live: Mutex::new(Slab::new()),
             live_count: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
-            net: NetShared::new(pollers, self.max_connections, self.conn_options.clone()),
+            net: NetShared::new(
+                pollers,
+                self.max_connections,
+                self.owner_backlog,
+                self.conn_options.clone(),
+            ),
             mailbox_capacity: self.mailbox_capacity,
             shutting_down: AtomicBool::new(false),
             exit: AtomicBool::new(false),

@@ -59,6 +59,11 @@ impl SchedState {
         }
     }
 
+    /// Whether the actor is idle: neither queued for a worker nor running.
+    pub fn is_idle(&self) -> bool {
+        self.state.load(Ordering::Acquire) == IDLE
+    }
+
     /// A worker starts a turn of a scheduled actor.
     pub fn start_run(&self) {
         let prev = self.state.swap(RUNNING, Ordering::AcqRel);

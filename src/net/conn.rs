@@ -257,6 +257,7 @@ impl Connection {
                 timer_at: None,
                 interest: Interest::READ,
                 dirty: false,
+                paused: false,
                 state: State::Open,
                 on_packet: Some(on_packet),
                 on_disconnect: Some(on_disconnect),
@@ -298,6 +299,8 @@ pub(crate) struct ConnEntry {
     interest: Interest,
     /// In the engine's list of connections to flush at the end of the pass.
     dirty: bool,
+    /// Reading is paused (the consumer of its packets is behind).
+    paused: bool,
     state: State,
     on_packet: Option<OnPacket>,
     on_disconnect: Option<OnDisconnect>,
@@ -392,7 +395,7 @@ impl ConnEntry {
     fn set_interest(&mut self, engine: &Engine, key: Key) {
         let want = match self.state {
             State::Open => Interest {
-                read: true,
+                read: !self.paused,
                 write: !self.queue.is_empty(),
             },
             State::Closing => Interest {
@@ -534,6 +537,24 @@ impl ConnId {
         }
     }
 
+    /// Stops reading from the socket (the kernel's buffers then push back on the peer)
+    /// until resumed: back-pressure for a consumer that has fallen behind.
+    pub fn pause_reading(self, engine: &mut Engine) {
+        self.set_paused(engine, true);
+    }
+
+    /// Reads again after [`ConnId::pause_reading`].
+    pub fn resume_reading(self, engine: &mut Engine) {
+        self.set_paused(engine, false);
+    }
+
+    fn set_paused(self, engine: &mut Engine, paused: bool) {
+        engine.with_conn(self, |engine, c| {
+            c.paused = paused;
+            c.set_interest(engine, self.0);
+        });
+    }
+
     /// Whether the connection is open for sending.
     pub fn is_open(self, engine: &mut Engine) -> bool {
         matches!(engine.conn_mut(self), Some(c) if c.state == State::Open)
@@ -627,7 +648,8 @@ pub(crate) fn on_ready(engine: &mut Engine, key: Key, ev: sys::Event) {
         }
         State::Closing => {}
         State::Open => {
-            if ev.readable() {
+            let paused = engine.conn_mut(id).is_some_and(|c| c.paused);
+            if ev.readable() && !paused {
                 read_and_deliver(engine, id);
             }
         }

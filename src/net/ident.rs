@@ -146,7 +146,10 @@ impl SockIdent {
     /// # Errors
     /// [`SockError::Closed`] if the socket has closed.
     pub fn peer_addr(self) -> Result<SocketAddr, SockError> {
-        self.slot().map(|st| st.peer).ok_or(SockError::Closed)
+        match self.slot() {
+            Some(st) if !st.disconnected => Ok(st.peer),
+            _ => Err(SockError::Closed),
+        }
     }
 
     /// Whether the socket is open for sending.

@@ -70,12 +70,19 @@ pub(crate) struct NetShared {
     next_poller: AtomicUsize,
     open: AtomicUsize,
     max_connections: usize,
+    /// Owner mailbox length past which a socket stops reading (see `Builder::owner_backlog`).
+    pub(crate) owner_backlog: usize,
     pub(crate) default_options: ConnOptions,
     listeners: Mutex<Vec<(usize, super::engine::ListenerId)>>,
 }
 
 impl NetShared {
-    pub(crate) fn new(pollers: usize, max_connections: usize, options: ConnOptions) -> NetShared {
+    pub(crate) fn new(
+        pollers: usize,
+        max_connections: usize,
+        owner_backlog: usize,
+        options: ConnOptions,
+    ) -> NetShared {
         NetShared {
             pollers: (0..pollers)
                 .map(|_| PollerShared {
@@ -85,6 +92,7 @@ impl NetShared {
             next_poller: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             max_connections,
+            owner_backlog,
             default_options: options,
             listeners: Mutex::new(Vec::new()),
         }
@@ -156,6 +164,8 @@ pub(crate) struct PollerLocal {
     staged: Vec<(SockIdent, NetEvent)>,
     /// Reused buffers.
     batch: Vec<NetEvent>,
+    /// Sockets whose reading is paused until their owner's mailbox shrinks.
+    paused: Vec<(SockIdent, ConnId, Recipient<NetEvent>)>,
     spare_outbox: Vec<bytes::Bytes>,
 }
 
@@ -166,6 +176,7 @@ impl PollerLocal {
             dirty: Vec::new(),
             staged: Vec::new(),
             batch: Vec::new(),
+            paused: Vec::new(),
             spare_outbox: Vec::new(),
         }
     }
@@ -235,8 +246,9 @@ pub(crate) fn flush(sys: &SystemInner, local: &WorkerLocal, engine: &mut Engine)
     net.spare_outbox = frames;
 }
 
-/// Hands the staged events to the sockets' owners, one batch per run of events of a socket.
-pub(crate) fn deliver(_sys: &SystemInner, local: &WorkerLocal) {
+/// Hands the staged events to the sockets' owners, one batch per run of events of a socket,
+/// and pauses reading from sockets whose owner has fallen behind.
+pub(crate) fn deliver(sys: &SystemInner, local: &WorkerLocal, engine: &mut Engine) {
     let (mut staged, mut batch) = {
         let mut net = local.net.borrow_mut();
         if net.staged.is_empty() {
@@ -247,35 +259,22 @@ pub(crate) fn deliver(_sys: &SystemInner, local: &WorkerLocal) {
             std::mem::take(&mut net.batch),
         )
     };
-    let mut i = 0;
-    while i < staged.len() {
-        let sock = staged[i].0;
-        let mut ends = false;
-        while i < staged.len() && staged[i].0 == sock {
-            let (_, ev) = staged.swap_remove_placeholder(i);
-            ends |= matches!(ev, NetEvent::Disconnected { .. });
-            batch.push(ev);
-            i += 1;
+    // The socket of the run being collected, and whether the run holds its `Disconnected`.
+    let mut run: Option<(SockIdent, bool)> = None;
+    for (sock, ev) in staged.drain(..) {
+        if let Some((c, ends)) = run
+            && c != sock
+        {
+            hand_over(sys, local, engine, c, ends, &mut batch);
+            run = None;
         }
-        let owner = table().get(sock.index()).and_then(|slot| {
-            let st = slot.state.lock().unwrap();
-            (st.generation == sock.generation() && st.live)
-                .then(|| st.owner.clone())
-                .flatten()
-        });
-        let delivered = owner.as_ref().is_some_and(|o| o.deliver_batch(&mut batch));
-        if !delivered {
-            batch.clear();
-            if !ends {
-                // Nobody owns it any more (the owner stopped): close it.
-                let _ = sock.close();
-            }
-        }
-        if ends {
-            table().release(sock);
-        }
+        let ends = matches!(ev, NetEvent::Disconnected { .. });
+        run = Some((sock, run.is_some_and(|(_, e)| e) || ends));
+        batch.push(ev);
     }
-    staged.clear();
+    if let Some((c, ends)) = run {
+        hand_over(sys, local, engine, c, ends, &mut batch);
+    }
     let mut net = local.net.borrow_mut();
     if net.staged.is_empty() {
         net.staged = staged;
@@ -283,23 +282,60 @@ pub(crate) fn deliver(_sys: &SystemInner, local: &WorkerLocal) {
     net.batch = batch;
 }
 
-trait TakeAt {
-    fn swap_remove_placeholder(&mut self, i: usize) -> (SockIdent, NetEvent);
+/// Delivers one socket's batch to its current owner. `ends`: the batch holds `Disconnected`,
+/// after which the slot is freed.
+fn hand_over(
+    sys: &SystemInner,
+    local: &WorkerLocal,
+    engine: &mut Engine,
+    sock: SockIdent,
+    ends: bool,
+    batch: &mut Vec<NetEvent>,
+) {
+    let current = table()
+        .lock_current(sock)
+        .map(|st| (st.owner.clone(), st.conn));
+    let (owner, conn) = current.unwrap_or((None, None));
+    let delivered = owner.as_ref().is_some_and(|o| o.deliver_batch(batch));
+    if !delivered {
+        batch.clear();
+        if !ends {
+            // Nobody owns it any more (the owner stopped): close it.
+            let _ = sock.close();
+        }
+    }
+    if ends {
+        table().release(sock);
+        return;
+    }
+    if let (true, Some(owner), Some(conn)) = (delivered, owner, conn)
+        && owner.mailbox_len() > sys.net.owner_backlog
+    {
+        conn.pause_reading(engine);
+        local.net.borrow_mut().paused.push((sock, conn, owner));
+    }
 }
 
-impl TakeAt for Vec<(SockIdent, NetEvent)> {
-    /// Takes the event at `i`, leaving a cheap placeholder (the vector is cleared after).
-    fn swap_remove_placeholder(&mut self, i: usize) -> (SockIdent, NetEvent) {
-        let sock = self[i].0;
-        let ev = std::mem::replace(
-            &mut self[i].1,
-            NetEvent::Disconnected {
-                sock,
-                reason: DisconnectReason::ClosedLocally,
-            },
-        );
-        (sock, ev)
+/// Resumes reading from paused sockets whose owner has caught up (or stopped). Returns
+/// whether some are still paused (the worker then polls instead of sleeping for good).
+pub(crate) fn resume_paused(sys: &SystemInner, local: &WorkerLocal, engine: &mut Engine) -> bool {
+    let mut paused = std::mem::take(&mut local.net.borrow_mut().paused);
+    if paused.is_empty() {
+        return false;
     }
+    let low_water = sys.net.owner_backlog / 2;
+    paused.retain(|(_, conn, owner)| {
+        if owner.is_alive() && owner.mailbox_len() > low_water {
+            return true;
+        }
+        conn.resume_reading(engine);
+        false
+    });
+    let still = !paused.is_empty();
+    let mut net = local.net.borrow_mut();
+    paused.append(&mut net.paused);
+    net.paused = paused;
+    still
 }
 
 /// A worker is leaving for good: its connections are dropped with its engine; free their
@@ -322,7 +358,7 @@ pub(crate) fn worker_exit(sys: &Arc<SystemInner>, local: &WorkerLocal, engine: &
             None => {}
         }
     }
-    deliver(sys, local);
+    deliver(sys, local, engine);
 }
 
 /// Registers an accepted or connected socket as a connection on this poller and stages its
