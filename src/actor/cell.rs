@@ -408,9 +408,7 @@ impl<A: Actor> Addr<A> {
     where
         A::Msg: From<M>,
     {
-        Recipient {
-            inner: self.cell.clone(),
-        }
+        Recipient::actor(self.cell.clone())
     }
 }
 
@@ -419,7 +417,7 @@ where
     A::Msg: From<M>,
 {
     fn from(addr: Addr<A>) -> Recipient<M> {
-        Recipient { inner: addr.cell }
+        Recipient::actor(addr.cell)
     }
 }
 
@@ -483,78 +481,126 @@ where
 }
 
 /// A type-erased address that accepts messages of type `M`: any actor whose message type
-/// converts from `M`. Cheap to clone, `Send`.
+/// converts from `M`, or a router in front of several (see [`Pool::socket_owner`]). Cheap to
+/// clone, `Send`.
+///
+/// [`Pool::socket_owner`]: super::Pool::socket_owner
 pub struct Recipient<M: Send + 'static> {
-    pub(crate) inner: Arc<dyn Deliver<M>>,
+    target: Target<M>,
+}
+
+enum Target<M: Send + 'static> {
+    Actor(Arc<dyn Deliver<M>>),
+    Routed(Arc<dyn Route<M>>),
+}
+
+/// Something that forwards each message to one of several actors.
+pub(crate) trait Route<M>: Send + Sync + 'static {
+    fn route(&self, msg: M, force: bool) -> Result<(), TrySendError<M>>;
+    /// The id it is known by (its first actor's).
+    fn id(&self) -> ActorId;
+    fn alive(&self) -> bool;
+    fn queued(&self) -> usize;
 }
 
 impl<M: Send + 'static> Clone for Recipient<M> {
     fn clone(&self) -> Recipient<M> {
-        Recipient {
-            inner: self.inner.clone(),
-        }
+        let target = match &self.target {
+            Target::Actor(a) => Target::Actor(a.clone()),
+            Target::Routed(r) => Target::Routed(r.clone()),
+        };
+        Recipient { target }
     }
 }
 
 impl<M: Send + 'static> fmt::Debug for Recipient<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Recipient({})", self.inner.actor_id())
+        write!(f, "Recipient({})", self.id())
     }
 }
 
 impl<M: Send + 'static> Recipient<M> {
+    pub(crate) fn actor(inner: Arc<dyn Deliver<M>>) -> Recipient<M> {
+        Recipient {
+            target: Target::Actor(inner),
+        }
+    }
+
+    pub(crate) fn routed(route: Arc<dyn Route<M>>) -> Recipient<M> {
+        Recipient {
+            target: Target::Routed(route),
+        }
+    }
+
     /// Queues a message.
     ///
     /// # Errors
     /// As [`Addr::send`]; the message is handed back.
     pub fn send(&self, msg: M) -> Result<(), TrySendError<M>> {
-        if self.inner.deliver(msg, false)? {
-            self.schedule();
-        }
-        Ok(())
+        self.deliver(msg, false)
     }
 
-    /// The id of the actor behind it.
+    /// The id of the actor behind it (of a router: its first actor).
     pub fn id(&self) -> ActorId {
-        self.inner.actor_id()
+        match &self.target {
+            Target::Actor(a) => a.actor_id(),
+            Target::Routed(r) => r.id(),
+        }
     }
 
-    /// Whether the actor still accepts messages.
+    /// Whether the actor (for a router: any of its actors) still accepts messages.
     pub fn is_alive(&self) -> bool {
-        self.inner.alive()
+        match &self.target {
+            Target::Actor(a) => a.alive(),
+            Target::Routed(r) => r.alive(),
+        }
     }
 
-    /// Messages waiting in the actor's mailbox.
+    /// Messages waiting in the actor's mailbox (for a router: in all of them).
     pub fn mailbox_len(&self) -> usize {
-        self.inner.queued()
+        match &self.target {
+            Target::Actor(a) => a.queued(),
+            Target::Routed(r) => r.queued(),
+        }
+    }
+
+    fn deliver(&self, msg: M, force: bool) -> Result<(), TrySendError<M>> {
+        match &self.target {
+            Target::Actor(a) => {
+                if a.deliver(msg, force)? {
+                    a.system().sched.schedule(a.clone() as Task);
+                }
+                Ok(())
+            }
+            Target::Routed(r) => r.route(msg, force),
+        }
     }
 
     /// Queues past the mailbox capacity (network events: their back-pressure is the
     /// socket's own limits).
     pub(crate) fn force(&self, msg: M) -> Result<(), TrySendError<M>> {
-        if self.inner.deliver(msg, true)? {
-            self.schedule();
-        }
-        Ok(())
+        self.deliver(msg, true)
     }
 
-    /// Queues a batch under one lock; false if the actor has stopped.
+    /// Queues a batch (under one lock, for an actor); false if the actor has stopped.
     pub(crate) fn deliver_batch(&self, msgs: &mut Vec<M>) -> bool {
-        match self.inner.deliver_batch(msgs) {
-            Some(true) => {
-                self.schedule();
-                true
+        match &self.target {
+            Target::Actor(a) => match a.deliver_batch(msgs) {
+                Some(true) => {
+                    a.system().sched.schedule(a.clone() as Task);
+                    true
+                }
+                Some(false) => true,
+                None => false,
+            },
+            Target::Routed(r) => {
+                let mut all = true;
+                for m in msgs.drain(..) {
+                    all &= r.route(m, true).is_ok();
+                }
+                all
             }
-            Some(false) => true,
-            None => false,
         }
-    }
-
-    fn schedule(&self) {
-        self.inner
-            .system()
-            .sched
-            .schedule(self.inner.clone() as Task);
     }
 }
 

@@ -8,8 +8,10 @@
 //! the same key to the same instance, so per-key order holds (key by
 //! [`SockIdent::to_u64`](crate::SockIdent::to_u64) to keep each socket's packets in order).
 
-use super::{Actor, Addr, SystemHandle};
+use super::cell::Route;
+use super::{Actor, ActorId, Addr, Recipient, SystemHandle};
 use crate::error::TrySendError;
+use crate::net::NetEvent;
 use crate::sync::{Arc, AtomicUsize, Ordering};
 use std::fmt;
 
@@ -124,9 +126,25 @@ impl<A: Actor> Pool<A> {
     /// # Errors
     /// As [`Addr::send`]; the message is handed back.
     pub fn send_keyed(&self, key: u64, msg: A::Msg) -> Result<(), TrySendError<A::Msg>> {
+        self.member_for(key).send(msg)
+    }
+
+    /// A socket owner for [`SystemHandle::listen`] and [`SystemHandle::connect`]: each
+    /// socket's events all go to one instance (chosen by the socket, as
+    /// [`Pool::send_keyed`] does), so every instance sees its sockets' `Connected`, packets
+    /// and `Disconnected` in order, and the sockets are spread over the pool: the C
+    /// original's thread pool draining one network dispatcher.
+    pub fn socket_owner(&self) -> Recipient<NetEvent>
+    where
+        A::Msg: From<NetEvent>,
+    {
+        Recipient::routed(Arc::new(self.clone()))
+    }
+
+    fn member_for(&self, key: u64) -> &Addr<A> {
         // Mix the key so that sequential keys spread evenly.
         let mixed = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-        self.members[(mixed % self.members.len() as u64) as usize].send(msg)
+        &self.members[(mixed % self.members.len() as u64) as usize]
     }
 
     /// The instances.
@@ -149,5 +167,37 @@ impl<A: Actor> Pool<A> {
         for m in self.members.iter() {
             m.stop();
         }
+    }
+}
+
+impl<A: Actor> Route<NetEvent> for Pool<A>
+where
+    A::Msg: From<NetEvent>,
+{
+    fn route(&self, ev: NetEvent, force: bool) -> Result<(), TrySendError<NetEvent>> {
+        let key = match &ev {
+            NetEvent::Connected { sock, .. }
+            | NetEvent::Packet { sock, .. }
+            | NetEvent::Disconnected { sock, .. } => sock.to_u64(),
+            NetEvent::ConnectFailed { addr, .. } => u64::from(addr.port()),
+        };
+        let member: Recipient<NetEvent> = self.member_for(key).recipient();
+        if force {
+            member.force(ev)
+        } else {
+            member.send(ev)
+        }
+    }
+
+    fn id(&self) -> ActorId {
+        self.members[0].id()
+    }
+
+    fn alive(&self) -> bool {
+        self.members.iter().any(Addr::is_alive)
+    }
+
+    fn queued(&self) -> usize {
+        self.members.iter().map(Addr::mailbox_len).sum()
     }
 }

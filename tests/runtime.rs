@@ -151,3 +151,78 @@ fn send_after_delivers_after_the_delay() {
     assert!(fired.duration_since(start) >= Duration::from_millis(50));
     system.shutdown(Duration::from_secs(5));
 }
+
+/// A pool as the listener's owner: each socket's events all reach one instance, in order,
+/// and the sockets are spread over the instances.
+#[test]
+fn pool_as_socket_owner_keeps_each_socket_on_one_instance() {
+    use kendynet::{Pool, PoolRouting, SockIdent};
+    use std::collections::HashMap;
+    use std::sync::mpsc;
+
+    struct Member {
+        index: usize,
+        log: mpsc::Sender<(usize, SockIdent, &'static str)>,
+    }
+    impl Actor for Member {
+        type Msg = NetEvent;
+        fn handle(&mut self, ev: NetEvent, _: &mut Context<Self>) {
+            let (sock, what) = match ev {
+                NetEvent::Connected { sock, .. } => (sock, "connected"),
+                NetEvent::Packet { sock, packet } => {
+                    let _ = sock.send(WPacket::from(packet));
+                    (sock, "packet")
+                }
+                NetEvent::Disconnected { sock, .. } => (sock, "disconnected"),
+                _ => return,
+            };
+            let _ = self.log.send((self.index, sock, what));
+        }
+    }
+
+    let system = System::builder().workers(2).build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let pool = Pool::spawn(&system, 3, PoolRouting::LeastLoaded, |index| Member {
+        index,
+        log: tx.clone(),
+    });
+    let addr = system
+        .listen("127.0.0.1:0".parse().unwrap(), pool.socket_owner())
+        .unwrap();
+    const CLIENTS: usize = 12;
+    const PACKETS: u32 = 20;
+    for _ in 0..CLIENTS {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        for i in 0..PACKETS {
+            let mut p = WPacket::new();
+            p.write_u32(i);
+            let frame = p.into_frame();
+            c.write_all(&frame).unwrap();
+            let mut back = vec![0u8; frame.len()];
+            c.read_exact(&mut back).unwrap();
+            assert_eq!(&back[..], &frame[..]);
+        }
+    }
+    // Every socket: connected, PACKETS packets, disconnected, all on one instance.
+    let mut per_sock: HashMap<SockIdent, Vec<(usize, &str)>> = HashMap::new();
+    let expected = CLIENTS * (PACKETS as usize + 2);
+    for _ in 0..expected {
+        let (index, sock, what) = rx.recv_timeout(Duration::from_secs(5)).expect("an event");
+        per_sock.entry(sock).or_default().push((index, what));
+    }
+    assert_eq!(per_sock.len(), CLIENTS);
+    let mut used = std::collections::HashSet::new();
+    for events in per_sock.values() {
+        let first = events[0].0;
+        assert!(
+            events.iter().all(|(i, _)| *i == first),
+            "a socket's events were split"
+        );
+        assert_eq!(events.first().unwrap().1, "connected");
+        assert_eq!(events.last().unwrap().1, "disconnected");
+        used.insert(first);
+    }
+    assert!(used.len() > 1, "all sockets landed on one instance");
+    system.shutdown(Duration::from_secs(5));
+}
