@@ -47,3 +47,8 @@ pub mod __loom {
     pub use crate::net::ident::SockTable;
     pub use crate::sync::{NameMap, SleepFlag};
 }
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
