@@ -256,6 +256,7 @@ pub(crate) fn run_worker(
         }
     }
     let _reset = ResetCurrent;
+    let mut idle_since: Option<std::time::Instant> = None;
 
     loop {
         for _ in 0..TASKS_PER_POLL {
@@ -280,7 +281,16 @@ pub(crate) fn run_worker(
         if idle && system.workers_should_exit() {
             break;
         }
-        let timeout = if !idle {
+        // Before sleeping, keep polling for a while (`Builder::spin_before_sleep`): work that
+        // arrives meanwhile then costs no wake-up.
+        let spinning = if idle && !system.spin_before_sleep.is_zero() {
+            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+            since.elapsed() < system.spin_before_sleep
+        } else {
+            idle_since = None;
+            false
+        };
+        let timeout = if !idle || spinning {
             Some(Duration::ZERO)
         } else if paused {
             // Sockets wait for their owners to catch up: look again soon.
