@@ -36,6 +36,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const READS_PER_EVENT: usize = 8;
 /// Frames one `writev` gathers at most.
 const IOV_PER_WRITE: usize = if MAX_IOV < 256 { MAX_IOV } else { 256 };
+/// A queue this short is gathered on a small stack array.
+const SMALL_IOV: usize = 8;
 
 /// Per-connection limits and modes, each with a named default.
 #[derive(Clone, Debug)]
@@ -257,6 +259,7 @@ impl Connection {
                 timer_at: None,
                 interest: Interest::READ,
                 dirty: false,
+                in_batch: false,
                 paused: false,
                 state: State::Open,
                 on_packet: Some(on_packet),
@@ -299,6 +302,9 @@ pub(crate) struct ConnEntry {
     interest: Interest,
     /// In the engine's list of connections to flush at the end of the pass.
     dirty: bool,
+    /// Its read batch is running (`read_and_deliver`), which flushes at its end: replies
+    /// queued meanwhile need not be listed in the engine's `dirty_conns`.
+    in_batch: bool,
     /// Reading is paused (the consumer of its packets is behind).
     paused: bool,
     state: State,
@@ -337,6 +343,12 @@ impl ConnEntry {
         }
     }
 
+    /// Whether [`ConnEntry::rearm_timer`] would arm a new timer.
+    fn needs_timer(&self) -> bool {
+        self.next_deadline()
+            .is_some_and(|next| self.timer_at.is_none_or(|armed| next < armed))
+    }
+
     /// Whether queuing `len` more bytes would pass the write limit (a single packet larger
     /// than the limit is still accepted into an empty queue).
     fn would_exceed_limit(&self, len: usize) -> bool {
@@ -354,14 +366,15 @@ impl ConnEntry {
     /// Writes as much of the queue as the socket takes. `Ok(true)` when the queue is empty.
     fn flush(&mut self, now: Instant) -> io::Result<bool> {
         while !self.queue.is_empty() {
-            let mut slices: [IoSlice<'_>; IOV_PER_WRITE] = [IoSlice::new(&[]); IOV_PER_WRITE];
-            let mut n = 0;
-            for (i, frame) in self.queue.iter().take(IOV_PER_WRITE).enumerate() {
-                let start = if i == 0 { self.head_written } else { 0 };
-                slices[n] = IoSlice::new(&frame[start..]);
-                n += 1;
-            }
-            let written = match sys::writev(self.fd.as_fd(), &slices[..n]) {
+            // A short queue (the usual case: one reply per read batch) gathers into a small
+            // array; filling the full 256-entry array cost 4 KiB of stores per write, the
+            // largest user-space item in a profile of the echo server.
+            let res = if self.queue.len() <= SMALL_IOV {
+                self.write_gathered::<SMALL_IOV>()
+            } else {
+                self.write_gathered::<IOV_PER_WRITE>()
+            };
+            let written = match res {
                 Ok(w) => w,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
@@ -372,6 +385,18 @@ impl ConnEntry {
             }
         }
         Ok(true)
+    }
+
+    /// One `writev` of the first `N` frames at most.
+    fn write_gathered<const N: usize>(&self) -> io::Result<usize> {
+        let mut slices: [IoSlice<'_>; N] = [IoSlice::new(&[]); N];
+        let mut n = 0;
+        for (i, frame) in self.queue.iter().take(N).enumerate() {
+            let start = if i == 0 { self.head_written } else { 0 };
+            slices[n] = IoSlice::new(&frame[start..]);
+            n += 1;
+        }
+        sys::writev(self.fd.as_fd(), &slices[..n])
     }
 
     fn consume_written(&mut self, mut written: usize, now: Instant) {
@@ -393,7 +418,16 @@ impl ConnEntry {
     }
 
     fn set_interest(&mut self, engine: &Engine, key: Key) {
-        let want = match self.state {
+        let want = self.wanted_interest();
+        if want != self.interest {
+            self.interest = want;
+            engine.set_interest(&self.fd, key, want);
+        }
+    }
+
+    /// What epoll should report for this connection in its current state.
+    fn wanted_interest(&self) -> Interest {
+        match self.state {
             State::Open => Interest {
                 read: !self.paused,
                 write: !self.queue.is_empty(),
@@ -403,10 +437,6 @@ impl ConnEntry {
                 write: !self.queue.is_empty(),
             },
             State::Lingering { .. } => Interest::READ,
-        };
-        if want != self.interest {
-            self.interest = want;
-            engine.set_interest(&self.fd, key, want);
         }
     }
 }
@@ -459,7 +489,11 @@ impl Engine {
     /// Flushes every connection that got packets since its last flush.
     pub(crate) fn flush_dirty(&mut self) {
         while let Some(id) = self.dirty_conns.pop() {
-            flush_conn(self, id);
+            // Those that sent from another connection's callback may have been flushed
+            // since (which clears `dirty`); flushing again would be wasted work.
+            if self.conn_mut(id).is_some_and(|c| c.dirty) {
+                flush_conn(self, id);
+            }
         }
     }
 }
@@ -504,7 +538,13 @@ impl ConnId {
         c.enqueue(frame, now);
         if !c.dirty {
             c.dirty = true;
-            engine.dirty_conns.push(self);
+            // A reply from within this connection's own read batch is written when the
+            // batch ends. Listing it too made the end of the pass revisit every connection
+            // (its table slot and state, long evicted from cache with a thousand
+            // connections) only to find it flushed already.
+            if !c.in_batch {
+                engine.dirty_conns.push(self);
+            }
         }
         true
     }
@@ -570,27 +610,24 @@ impl ConnId {
 /// the queue is empty.
 fn flush_conn(engine: &mut Engine, id: ConnId) {
     let now = engine.now();
-    let outcome = engine.with_conn(id, |engine, c| {
-        c.dirty = false;
-        let res = c.flush(now);
-        if let Ok(true) = res
-            && c.state == State::Closing
-        {
-            return Some(Ok(()));
-        }
-        match res {
-            Err(e) => Some(Err(DisconnectReason::from_io(&e))),
-            Ok(_) => {
-                c.set_interest(engine, id.0);
-                c.rearm_timer(engine, id.0);
-                None
-            }
-        }
-    });
-    match outcome {
-        Some(Some(Ok(()))) => begin_linger(engine, id),
-        Some(Some(Err(reason))) => end(engine, id, reason),
-        _ => {}
+    // The write works on the state in place. `with_conn` (which moves the ~300-byte state
+    // out of the table and back, to lend the engine beside it) is needed only when epoll
+    // interest or a timer must change, which a write that completes does not need. The
+    // moves were ~15% of the echo server's user-space instructions; boxing the state to
+    // make them cheap cost ~7% of its throughput with a thousand connections instead (one
+    // more cold pointer per packet), so the hot paths avoid `with_conn` altogether.
+    let Some(c) = engine.conn_mut(id) else { return };
+    c.dirty = false;
+    match c.flush(now) {
+        Ok(true) if c.state == State::Closing => return begin_linger(engine, id),
+        Err(e) => return end(engine, id, DisconnectReason::from_io(&e)),
+        Ok(_) => {}
+    }
+    if c.wanted_interest() != c.interest || c.needs_timer() {
+        engine.with_conn(id, |engine, c| {
+            c.set_interest(engine, id.0);
+            c.rearm_timer(engine, id.0);
+        });
     }
 }
 
@@ -675,9 +712,28 @@ fn linger_read(engine: &mut Engine, id: ConnId) -> bool {
 
 /// Reads, cuts and delivers packets, then flushes the replies sent while delivering.
 fn read_and_deliver(engine: &mut Engine, id: ConnId) {
+    match engine.conn_mut(id) {
+        Some(c) => c.in_batch = true,
+        None => return,
+    }
+    read_batch(engine, id);
+    // However the batch ended, the replies queued during it go out now, in one `writev`
+    // (they are not in `dirty_conns`: see `send_frame`).
+    let dirty = engine.conn_mut(id).is_some_and(|c| {
+        c.in_batch = false;
+        c.dirty
+    });
+    if dirty {
+        flush_conn(engine, id);
+    }
+}
+
+/// The reads and deliveries of one readiness event.
+fn read_batch(engine: &mut Engine, id: ConnId) {
     for _ in 0..READS_PER_EVENT {
-        let step = match engine.with_conn(id, read_once) {
-            Some(step) => step,
+        let now = engine.now();
+        let step = match engine.conn_mut(id) {
+            Some(c) => read_once(now, c),
             None => return,
         };
         let drained = matches!(step, ReadStep::Drained);
@@ -692,14 +748,10 @@ fn read_and_deliver(engine: &mut Engine, id: ConnId) {
             break;
         }
     }
-    let dirty = engine.conn_mut(id).is_some_and(|c| c.dirty);
-    if dirty {
-        flush_conn(engine, id);
-    }
 }
 
 /// One read into the receive buffer.
-fn read_once(engine: &mut Engine, c: &mut ConnEntry) -> ReadStep {
+fn read_once(now: Instant, c: &mut ConnEntry) -> ReadStep {
     let want = if c.options.raw {
         READ_CHUNK
     } else {
@@ -710,6 +762,13 @@ fn read_once(engine: &mut Engine, c: &mut ConnEntry) -> ReadStep {
             _ => READ_CHUNK / 4,
         }
     };
+    // An emptied buffer goes back to the start of its allocation when no packet cut from it
+    // is still alive (no allocation, no copy), so reads keep landing in the same cache-warm
+    // bytes instead of walking through the whole allocation before `reserve` reclaims it.
+    // If a packet still holds the buffer, this fails and `reserve` below decides.
+    if c.rbuf.is_empty() && c.rbuf.capacity() < READ_CHUNK {
+        let _ = c.rbuf.try_reclaim(READ_CHUNK);
+    }
     if c.rbuf.capacity() - c.rbuf.len() < want {
         c.rbuf.reserve(want.max(READ_CHUNK));
     }
@@ -720,7 +779,7 @@ fn read_once(engine: &mut Engine, c: &mut ConnEntry) -> ReadStep {
         Ok(n) => {
             // SAFETY: `recv_into` initialised the first `n` bytes of the spare capacity.
             unsafe { c.rbuf.set_len(c.rbuf.len() + n) };
-            c.last_recv = engine.now();
+            c.last_recv = now;
             if n < space {
                 ReadStep::Drained
             } else {

@@ -1,0 +1,392 @@
+//! An echo server of each layer, printing one line per second as the C original's test
+//! server did: `clients=C packets/s=P MB/s=M`.
+//!
+//! ```text
+//! echo_server [--addr 127.0.0.1:8010] [--layer 1|2|3] [--raw] [--max-packet N]
+//!             [--recv-timeout-ms MS] [--workers N] [--secs S]
+//! ```
+//!
+//! - `--layer 2` (the default): framed [`Connection`]s; every packet is sent back unchanged
+//!   (the reply shares the received bytes). `--raw` echoes each read as it came, without
+//!   framing; `--max-packet` and `--recv-timeout-ms` set the connection limits.
+//! - `--layer 1`: the completion API ([`Engine::bind`], `recv`/`send`). It echoes raw bytes
+//!   and never parses them, so it serves framed clients too. To make its per-second line
+//!   comparable, it counts the frames going by (a header scan, no copying); with `--raw` it
+//!   counts reads instead.
+//! - `--layer 3`: the actor runtime (see `layer3.rs`). `--workers` applies to it only.
+//!
+//! MB/s counts echoed payload bytes (layer 2; frame headers are not counted) or echoed bytes
+//! (layer 1). It runs until killed, or for `--secs` seconds.
+
+mod layer3;
+
+use kendynet::WPacket;
+use kendynet::error::TrySendError;
+use kendynet::net::{
+    Completion, ConnOptions, Connection, DEFAULT_MAX_PACKET_LEN, Engine, IoKind, IoRequest,
+    SocketId, Submitted,
+};
+use std::cell::RefCell;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::exit;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// The command line.
+#[derive(Debug, Clone)]
+pub struct Args {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// 1, 2 or 3.
+    pub layer: u8,
+    /// No framing: echo each read as it came.
+    pub raw: bool,
+    /// The largest packet accepted (layer 2 and 3).
+    pub max_packet: usize,
+    /// Close a connection after this long without a byte.
+    pub recv_timeout: Option<Duration>,
+    /// Worker threads (layer 3 only).
+    pub workers: Option<usize>,
+    /// Stop after this long; `None` runs until killed.
+    pub secs: Option<f64>,
+}
+
+const USAGE: &str = "usage: echo_server [--addr ADDR] [--layer 1|2|3] [--raw] [--max-packet N] \
+                     [--recv-timeout-ms MS] [--workers N] [--secs S]";
+
+fn usage(problem: &str) -> ! {
+    eprintln!("echo_server: {problem}\n{USAGE}");
+    exit(2)
+}
+
+impl Args {
+    fn parse() -> Args {
+        let mut args = Args {
+            addr: "127.0.0.1:8010".parse().unwrap(),
+            layer: 2,
+            raw: false,
+            max_packet: DEFAULT_MAX_PACKET_LEN,
+            recv_timeout: None,
+            workers: None,
+            secs: None,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let mut value = |name: &str| -> String {
+                it.next()
+                    .unwrap_or_else(|| usage(&format!("{name} needs a value")))
+            };
+            match flag.as_str() {
+                "--addr" => args.addr = parse(&flag, &value(&flag)),
+                "--layer" => {
+                    args.layer = parse(&flag, &value(&flag));
+                    if !(1..=3).contains(&args.layer) {
+                        usage("--layer must be 1, 2 or 3");
+                    }
+                }
+                "--raw" => args.raw = true,
+                "--max-packet" => args.max_packet = parse(&flag, &value(&flag)),
+                "--recv-timeout-ms" => {
+                    let ms: u64 = parse(&flag, &value(&flag));
+                    args.recv_timeout = Some(Duration::from_millis(ms));
+                }
+                "--workers" => args.workers = Some(parse(&flag, &value(&flag))),
+                "--secs" => {
+                    let s: f64 = parse(&flag, &value(&flag));
+                    if !(s.is_finite() && s >= 0.0) {
+                        usage("--secs must be a non-negative number");
+                    }
+                    args.secs = Some(s);
+                }
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    exit(0)
+                }
+                _ => usage(&format!("unknown argument {flag}")),
+            }
+        }
+        args
+    }
+}
+
+fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> T {
+    value
+        .parse()
+        .unwrap_or_else(|_| usage(&format!("bad value for {flag}: {value}")))
+}
+
+/// Raises the soft limit on open descriptors to the hard limit: a thousand connections do not
+/// fit in the usual 1024.
+fn raise_fd_limit() {
+    if let Err(e) = kendynet::net::raise_fd_limit() {
+        eprintln!("echo_server: cannot raise the descriptor limit: {e}");
+    }
+}
+
+/// Counters for the per-second line: plain integers, touched only by the engine's thread.
+#[derive(Default)]
+struct Stats {
+    clients: usize,
+    packets: u64,
+    bytes: u64,
+}
+
+type SharedStats = Rc<RefCell<Stats>>;
+
+fn main() {
+    let args = Args::parse();
+    raise_fd_limit();
+    if args.workers.is_some() && args.layer != 3 {
+        eprintln!("echo_server: --workers applies to layer 3 only; ignored");
+    }
+    let mut engine = Engine::new().unwrap_or_else(|e| {
+        eprintln!("echo_server: cannot create the engine: {e}");
+        exit(1)
+    });
+    let stats = SharedStats::default();
+    let listening = match args.layer {
+        1 => layer1::listen(&mut engine, &args, &stats),
+        2 => layer2::listen(&mut engine, &args, &stats),
+        _ => layer3::run(&args),
+    };
+    if let Err(e) = listening {
+        eprintln!("echo_server: cannot listen on {}: {e}", args.addr);
+        exit(1)
+    }
+    eprintln!(
+        "echo_server: layer {} listening on {}",
+        args.layer, args.addr
+    );
+    run(&mut engine, &args, &stats);
+}
+
+/// Runs the engine, printing the per-second line, until `--secs` have passed (or forever).
+fn run(engine: &mut Engine, args: &Args, stats: &SharedStats) {
+    let start = Instant::now();
+    let end = args.secs.map(|s| start + Duration::from_secs_f64(s));
+    let mut tick = start;
+    loop {
+        tick += Duration::from_secs(1);
+        let until = end.map_or(tick, |e| e.min(tick));
+        let now = Instant::now();
+        if until > now
+            && let Err(e) = engine.run(until - now)
+        {
+            eprintln!("echo_server: engine failed: {e}");
+            exit(1)
+        }
+        if end.is_some_and(|e| Instant::now() >= e) {
+            return;
+        }
+        let mut s = stats.borrow_mut();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "clients={} packets/s={} MB/s={:.1}",
+            s.clients,
+            s.packets,
+            s.bytes as f64 / 1e6
+        );
+        let _ = out.flush();
+        s.packets = 0;
+        s.bytes = 0;
+    }
+}
+
+mod layer2 {
+    //! The echo server on framed connections.
+    use super::*;
+
+    pub(super) fn listen(
+        engine: &mut Engine,
+        args: &Args,
+        stats: &SharedStats,
+    ) -> std::io::Result<()> {
+        let options = ConnOptions::default()
+            .raw(args.raw)
+            .max_packet_len(args.max_packet)
+            .recv_timeout(args.recv_timeout);
+        let stats = stats.clone();
+        engine.listen(args.addr, move |engine, socket| {
+            let (on_packet, on_end) = (stats.clone(), stats.clone());
+            let bound = Connection::new(socket).options(options.clone()).bind(
+                engine,
+                move |engine, conn, packet| {
+                    {
+                        let mut s = on_packet.borrow_mut();
+                        s.packets += 1;
+                        s.bytes += packet.len() as u64;
+                    }
+                    // The reply shares the received bytes: nothing is copied.
+                    match conn.send(engine, WPacket::from(packet)) {
+                        Ok(()) | Err(TrySendError::Closed(_)) => {}
+                        // A client that sends without reading has filled its write limit:
+                        // drop it rather than grow without bound.
+                        Err(TrySendError::Full(_)) => conn.abort(engine),
+                    }
+                },
+                move |_, _, _| on_end.borrow_mut().clients -= 1,
+            );
+            if bound.is_ok() {
+                stats.borrow_mut().clients += 1;
+            }
+        })?;
+        Ok(())
+    }
+}
+
+mod layer1 {
+    //! The echo server on the completion API: what comes in goes back out, byte for byte.
+    //! At most one send is outstanding per socket; while it is, the socket does not
+    //! receive, so a client that does not read cannot make the server buffer without bound.
+    use super::*;
+
+    /// The receive buffer of each socket.
+    const BUF: usize = 32 * 1024;
+
+    /// Counts the frames in a byte stream without copying it: skips payloads, reads headers.
+    #[derive(Default)]
+    struct FrameCounter {
+        header: [u8; 4],
+        have: usize,
+        /// Payload bytes still to skip.
+        skip: usize,
+    }
+
+    impl FrameCounter {
+        fn feed(&mut self, mut data: &[u8]) -> u64 {
+            let mut frames = 0;
+            while !data.is_empty() {
+                if self.skip > 0 {
+                    let n = self.skip.min(data.len());
+                    self.skip -= n;
+                    data = &data[n..];
+                    if self.skip == 0 {
+                        frames += 1;
+                    }
+                    continue;
+                }
+                let n = (4 - self.have).min(data.len());
+                self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+                self.have += n;
+                data = &data[n..];
+                if self.have == 4 {
+                    self.have = 0;
+                    self.skip = u32::from_le_bytes(self.header) as usize;
+                    if self.skip == 0 {
+                        frames += 1;
+                    }
+                }
+            }
+            frames
+        }
+    }
+
+    /// One socket's echo state, owned by its completion callback.
+    struct Echo {
+        stats: SharedStats,
+        frames: Option<FrameCounter>,
+    }
+
+    impl Echo {
+        fn count(&mut self, data: &[u8]) {
+            let mut s = self.stats.borrow_mut();
+            s.bytes += data.len() as u64;
+            s.packets += match &mut self.frames {
+                Some(f) => f.feed(data),
+                None => 1,
+            };
+        }
+
+        /// Echoes the `n` bytes that `req` holds, then receives again; loops for as long as
+        /// both complete at once, and stops when either has to wait for its callback.
+        fn pump(&mut self, engine: &mut Engine, id: SocketId, mut req: IoRequest, mut n: usize) {
+            loop {
+                let buf = &mut req.bufs_mut()[0];
+                buf.truncate(n);
+                self.count(buf);
+                req = match engine.send(id, req) {
+                    Ok(Submitted::Done(req, _)) => req,
+                    // Receiving resumes when the send completes (see `on_io_finish`).
+                    Ok(Submitted::Pending) => return,
+                    Err(_) => return self.drop_client(engine, id),
+                };
+                req = match self.recv(engine, id, req) {
+                    Some((req, got)) => {
+                        n = got;
+                        req
+                    }
+                    None => return,
+                };
+            }
+        }
+
+        /// Receives into `req`; `Some` when bytes arrived at once.
+        fn recv(
+            &mut self,
+            engine: &mut Engine,
+            id: SocketId,
+            mut req: IoRequest,
+        ) -> Option<(IoRequest, usize)> {
+            req.bufs_mut()[0].resize(BUF, 0);
+            match engine.recv(id, req) {
+                Ok(Submitted::Done(req, n)) => Some((req, n)),
+                Ok(Submitted::Pending) => None,
+                Err(_) => {
+                    self.drop_client(engine, id);
+                    None
+                }
+            }
+        }
+
+        fn on_io_finish(&mut self, engine: &mut Engine, c: Completion) {
+            match (c.kind, c.result) {
+                (IoKind::Recv, Ok(n)) => self.pump(engine, c.socket, c.request, n),
+                (IoKind::Send, Ok(_)) => {
+                    if let Some((req, n)) = self.recv(engine, c.socket, c.request) {
+                        self.pump(engine, c.socket, req, n);
+                    }
+                }
+                (_, Err(_)) => self.drop_client(engine, c.socket),
+            }
+        }
+
+        fn drop_client(&mut self, engine: &mut Engine, id: SocketId) {
+            // Closed sockets have no peer address: count each client out once.
+            if engine.peer_addr(id).is_some() {
+                engine.close(id);
+                self.stats.borrow_mut().clients -= 1;
+            }
+        }
+    }
+
+    pub(super) fn listen(
+        engine: &mut Engine,
+        args: &Args,
+        stats: &SharedStats,
+    ) -> std::io::Result<()> {
+        let stats = stats.clone();
+        let raw = args.raw;
+        engine.listen(args.addr, move |engine, socket| {
+            let mut echo = Echo {
+                stats: stats.clone(),
+                frames: (!raw).then(FrameCounter::default),
+            };
+            let Ok(id) = engine.bind(
+                socket,
+                move |engine, c| echo.on_io_finish(engine, c),
+                // Requests still queued at close are simply dropped.
+                |_, _, _| {},
+            ) else {
+                return;
+            };
+            stats.borrow_mut().clients += 1;
+            if engine.post_recv(id, IoRequest::recv_buffer(BUF)).is_err() {
+                engine.close(id);
+                stats.borrow_mut().clients -= 1;
+            }
+        })?;
+        Ok(())
+    }
+}
