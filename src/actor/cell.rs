@@ -6,7 +6,7 @@ use super::system::SystemInner;
 use super::{Actor, ActorId, RestartPolicy, StopReason};
 use crate::error::TrySendError;
 use crate::mailbox::{Mailbox, PushError, SchedState};
-use crate::sync::{Arc, Mutex, UnsafeCell};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, UnsafeCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -71,6 +71,9 @@ pub(crate) struct ActorCell<A: Actor> {
     pub(crate) system: Arc<SystemInner>,
     /// The slot in the system's table of live actors.
     live_key: usize,
+    /// How many messages the actor has started handling: lets a pool tell an instance that is
+    /// making progress from one stuck in a long handler.
+    started_msgs: AtomicU64,
     /// Set once, just before the mailbox closes: what a late watcher is told.
     stop_reason: Mutex<Option<StopReason>>,
     run: UnsafeCell<RunState<A>>,
@@ -95,6 +98,7 @@ impl<A: Actor> ActorCell<A> {
             mailbox: Mailbox::new(capacity),
             system,
             live_key,
+            started_msgs: AtomicU64::new(0),
             stop_reason: Mutex::new(None),
             run: UnsafeCell::new(RunState {
                 actor: Some(actor),
@@ -142,6 +146,11 @@ impl<A: Actor> ActorCell<A> {
     /// compares to find a free instance.
     pub(crate) fn load(&self) -> usize {
         self.mailbox.len() + usize::from(!self.sched.is_idle())
+    }
+
+    /// Messages started so far (see `started_msgs`).
+    pub(crate) fn started_msgs(&self) -> u64 {
+        self.started_msgs.load(Ordering::Relaxed)
     }
 
     fn with_context(
@@ -233,6 +242,10 @@ impl<A: Actor> ActorCell<A> {
                     break;
                 };
                 handled += 1;
+                // Only this thread writes it (the actor is RUNNING here): no read-modify-write.
+                let started = self.started_msgs.load(Ordering::Relaxed);
+                self.started_msgs
+                    .store(started.wrapping_add(1), Ordering::Relaxed);
                 self.with_context(st, &mut stop, |a, ctx| a.handle(msg, ctx));
             }
             if let Some(reason) = stop.take() {

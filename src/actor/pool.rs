@@ -12,7 +12,7 @@ use super::cell::Route;
 use super::{Actor, ActorId, Addr, Recipient, SystemHandle};
 use crate::error::TrySendError;
 use crate::net::NetEvent;
-use crate::sync::{Arc, AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 use std::fmt;
 
 /// How [`Pool::send`] picks an instance.
@@ -53,6 +53,8 @@ pub enum PoolRouting {
 /// ```
 pub struct Pool<A: Actor> {
     members: Arc<[Addr<A>]>,
+    /// Per instance, how many messages it had started at the last look.
+    seen: Arc<[AtomicU64]>,
     next: Arc<AtomicUsize>,
     routing: PoolRouting,
 }
@@ -61,6 +63,7 @@ impl<A: Actor> Clone for Pool<A> {
     fn clone(&self) -> Pool<A> {
         Pool {
             members: self.members.clone(),
+            seen: self.seen.clone(),
             next: self.next.clone(),
             routing: self.routing,
         }
@@ -86,6 +89,7 @@ impl<A: Actor> Pool<A> {
     ) -> Pool<A> {
         let members: Vec<Addr<A>> = (0..size.max(1)).map(|i| system.spawn(make(i))).collect();
         Pool {
+            seen: members.iter().map(|_| AtomicU64::new(0)).collect(),
             members: members.into(),
             next: Arc::new(AtomicUsize::new(0)),
             routing,
@@ -102,16 +106,20 @@ impl<A: Actor> Pool<A> {
         let pick = match self.routing {
             PoolRouting::RoundRobin => start,
             PoolRouting::LeastLoaded => {
-                let mut best = (usize::MAX, start);
+                // Lowest load wins; between equally loaded busy instances, one that started a
+                // message since the last look (it is moving) beats one that did not (it may be
+                // stuck in a long handler).
+                let mut best = ((usize::MAX, true), start);
                 for k in 0..n {
                     let i = (start + k) % n;
-                    let len = self.members[i].cell.load();
-                    if len == 0 {
-                        best = (0, i);
-                        break;
-                    }
-                    if len < best.0 {
-                        best = (len, i);
+                    let cell = &self.members[i].cell;
+                    let load = cell.load();
+                    let started = cell.started_msgs();
+                    let stalled = self.seen[i].swap(started, Ordering::Relaxed) == started;
+                    // Every instance is looked at (no early exit), so `seen` stays current.
+                    let stalled = stalled && load > 0;
+                    if (load, stalled) < best.0 {
+                        best = ((load, stalled), i);
                     }
                 }
                 best.1

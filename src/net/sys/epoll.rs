@@ -37,9 +37,11 @@ impl Interest {
     };
 
     fn bits(self) -> u32 {
-        let mut bits = libc::EPOLLRDHUP as u32;
+        // RDHUP only with read interest: a connection that no longer reads (flushing before
+        // a close) must not be woken again and again by a peer's half-close.
+        let mut bits = 0;
         if self.read {
-            bits |= libc::EPOLLIN as u32;
+            bits |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
         }
         if self.write {
             bits |= libc::EPOLLOUT as u32;

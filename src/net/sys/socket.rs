@@ -198,8 +198,20 @@ pub(crate) fn readv(fd: BorrowedFd<'_>, bufs: &mut [IoSliceMut<'_>]) -> io::Resu
     })
 }
 
-/// One `writev` (`sendmsg` with `MSG_NOSIGNAL`, so a closed peer is an error, not SIGPIPE).
+/// One gathered write (`sendmsg` with `MSG_NOSIGNAL`, so a closed peer is an error, not
+/// SIGPIPE); a single buffer goes through plain `send`, which skips the message header.
 pub(crate) fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    if let [one] = bufs {
+        return retry_eintr(|| {
+            syscall!(send(
+                fd.as_raw_fd(),
+                one.as_ptr().cast(),
+                one.len(),
+                libc::MSG_NOSIGNAL
+            ))
+            .map(|n| n as usize)
+        });
+    }
     let cnt = bufs.len().min(MAX_IOV);
     retry_eintr(|| {
         // SAFETY: msghdr is plain old data; all-zero is a valid value.
