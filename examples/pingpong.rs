@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! pingpong                       # server + client in this process: the whole table
-//!          [--secs T] [--warmup W] [--layer 2]
-//! pingpong --server ADDR [--secs T] [--layer 2]           # only the server
+//!          [--secs T] [--warmup W] [--layer 2|3]
+//! pingpong --server ADDR [--secs T] [--layer 2|3]           # only the server
 //! pingpong --client ADDR --conns N --size S --secs T [--warmup W]   # only the client
 //! ```
 //!
@@ -18,11 +18,11 @@
 //! msgs/s, and their payload bytes MB/s. `--client` prints the line of the peers'
 //! `pingpong-client`: `conns=N size=S secs=T msgs=M MB/s=X`.
 //!
-//! The server is chosen by `--layer` (only layer 2, framed connections, for now); see
-//! [`start_server`].
+//! The server is chosen by `--layer`: 3 (the default) is the actor runtime, one actor owning
+//! every socket; 2 is framed connections on one engine. See [`start_server`].
 
-use kendynet::WPacket;
 use kendynet::net::{ConnId, Connection, DisconnectReason, Engine, EngineHandle, Socket};
+use kendynet::{Actor, Context, NetEvent, System, WPacket};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
@@ -33,8 +33,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: pingpong [--secs T] [--warmup W] [--layer 2]\n       \
-                     pingpong --server ADDR [--secs T] [--layer 2]\n       \
+const USAGE: &str = "usage: pingpong [--secs T] [--warmup W] [--layer 2|3]\n       \
+                     pingpong --server ADDR [--secs T] [--layer 2|3]\n       \
                      pingpong --client ADDR --conns N --size S --secs T [--warmup W]";
 
 /// The table of the C original.
@@ -73,7 +73,7 @@ impl Args {
             size: None,
             secs: None,
             warmup: 0.5,
-            layer: 2,
+            layer: 3,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -150,7 +150,8 @@ fn main() {
         let server = start_server(args.layer, addr).unwrap_or_else(|e| fail(&format!("{e}")));
         eprintln!(
             "pingpong: layer {} echo server on {}",
-            args.layer, server.addr
+            args.layer,
+            server.addr()
         );
         match args.secs {
             Some(secs) => {
@@ -171,12 +172,14 @@ fn table(args: &Args) {
         .unwrap_or_else(|e| fail(&format!("{e}")));
     eprintln!(
         "pingpong: layer {} echo server on {}; {secs} s per cell after {} s warm-up",
-        args.layer, server.addr, args.warmup
+        args.layer,
+        server.addr(),
+        args.warmup
     );
     let mut rows = Vec::new();
     for size in SIZES {
         for conns in CONNS {
-            let r = run_client(server.addr, conns, size, secs, args.warmup)
+            let r = run_client(server.addr(), conns, size, secs, args.warmup)
                 .unwrap_or_else(|e| fail(&format!("client, {conns} conns of {size} B: {e}")));
             eprintln!(
                 "size={size:>5} conns={conns:>4}: {:>9.0} msgs/s {:>8.1} MB/s",
@@ -200,40 +203,89 @@ fn table(args: &Args) {
 
 // ----- the server -----
 
-/// A server running on its own thread.
-struct Server {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    engine: EngineHandle,
-    thread: JoinHandle<()>,
+/// A running echo server: a layer-2 engine on its own thread, or a layer-3 actor system.
+enum Server {
+    Engine {
+        addr: SocketAddr,
+        stop: Arc<AtomicBool>,
+        engine: EngineHandle,
+        thread: JoinHandle<()>,
+    },
+    Actors {
+        addr: SocketAddr,
+        system: System,
+    },
 }
 
 impl Server {
-    /// Stops the server and waits for its thread.
-    fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.engine.wake();
-        self.wait();
+    /// Where it listens.
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Server::Engine { addr, .. } | Server::Actors { addr, .. } => *addr,
+        }
     }
 
-    /// Waits for the server's thread (which runs until stopped).
-    fn wait(self) {
-        if self.thread.join().is_err() {
-            fail("the server thread panicked");
+    /// Stops the server and waits for its threads.
+    fn stop(self) {
+        match self {
+            Server::Engine {
+                stop,
+                engine,
+                thread,
+                ..
+            } => {
+                stop.store(true, Ordering::SeqCst);
+                let _ = engine.wake();
+                if thread.join().is_err() {
+                    fail("the server thread panicked");
+                }
+            }
+            Server::Actors { system, .. } => {
+                system.shutdown(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Serves until the process is killed.
+    fn wait(self) -> ! {
+        loop {
+            thread::park();
         }
     }
 }
 
 /// Starts an echo server of `layer` on `addr` (port 0 picks one; see [`Server::addr`]).
-/// Only layer 2 exists here for now; a layer-3 server slots in as another match arm.
 fn start_server(layer: u8, addr: SocketAddr) -> io::Result<Server> {
     match layer {
         2 => start_layer2_server(addr),
+        3 => start_layer3_server(addr),
         _ => Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            format!("no layer-{layer} server in pingpong (only --layer 2)"),
+            format!("no layer-{layer} server in pingpong (--layer 2 or 3)"),
         )),
     }
+}
+
+/// The layer-3 echo server: one actor owns the listener's sockets and echoes each packet to
+/// its socket (`SockIdent::send`, sharing the received bytes). One worker: it polls the
+/// sockets and runs the actor on the same thread, and leaves the other core to the client.
+fn start_layer3_server(addr: SocketAddr) -> io::Result<Server> {
+    struct Echo;
+    impl Actor for Echo {
+        type Msg = NetEvent;
+        fn handle(&mut self, ev: NetEvent, _: &mut Context<Self>) {
+            if let NetEvent::Packet { sock, packet } = ev
+                && sock.send(WPacket::from(packet)).is_err()
+            {
+                // Over the write limit: a client that does not read.
+                let _ = sock.close();
+            }
+        }
+    }
+    let system = System::builder().workers(1).name("echo-server").build()?;
+    let echo = system.spawn(Echo);
+    let addr = system.listen(addr, &echo)?;
+    Ok(Server::Actors { addr, system })
 }
 
 /// A layer-2 echo server: one engine thread, framed connections, replies that share the
@@ -281,7 +333,7 @@ fn start_layer2_server(addr: SocketAddr) -> io::Result<Server> {
     let (engine, addr) = rx
         .recv()
         .map_err(|_| io::Error::other("the server thread died while starting"))??;
-    Ok(Server {
+    Ok(Server::Engine {
         addr,
         stop,
         engine,
