@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 /// The default number of sockets a system holds at once ([`Builder::max_connections`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+/// Readiness events a worker takes per pass: each pass reads, runs the owners and writes
+/// the replies before the next one, so a small batch lets the first replies leave early
+/// (peers get their answers while the worker is still busy with other sockets).
+const EVENTS_PER_PASS: usize = 64;
 /// The default owner backlog ([`Builder::owner_backlog`]).
 pub const DEFAULT_OWNER_BACKLOG: usize = 16_384;
 
@@ -144,7 +148,10 @@ impl Builder {
                 .name(format!("{}-worker-{index}", self.name))
                 .spawn(move || {
                     let engine = match Engine::new() {
-                        Ok(e) => e,
+                        Ok(mut e) => {
+                            e.set_events_per_wait(EVENTS_PER_PASS);
+                            e
+                        }
                         Err(e) => {
                             let _ = tx.send(Err(e));
                             return;

@@ -502,6 +502,13 @@ impl Engine {
         })
     }
 
+    /// Sets how many readiness events one wait collects at most (default 1024). The actor
+    /// runtime uses small batches, so that replies to the first sockets of a batch leave
+    /// before the last sockets are read.
+    pub(crate) fn set_events_per_wait(&mut self, n: usize) {
+        self.events = Events::with_capacity(n);
+    }
+
     /// A thread-safe handle for waking this engine or posting work to it.
     pub fn handle(&self) -> EngineHandle {
         EngineHandle {
