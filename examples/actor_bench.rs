@@ -14,12 +14,13 @@
 //! `--threads` is the number of worker threads.
 
 use kendynet::{Actor, Addr, Context, System};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: actor_bench --bench pingpong|fanin|spawn [--threads T] [--n N] [--senders S] [--m M] [--actors A]"
+        "usage: actor_bench --bench pingpong|fanin|spawn [--threads T] [--n N] [--senders S] [--m M] [--actors A] [--spin-us U]"
     );
     std::process::exit(2)
 }
@@ -31,6 +32,7 @@ struct Args {
     senders: usize,
     m: u64,
     actors: usize,
+    spin_us: u64,
 }
 
 fn parse_args() -> Args {
@@ -41,6 +43,7 @@ fn parse_args() -> Args {
         senders: 4,
         m: 1_000_000,
         actors: 100_000,
+        spin_us: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +56,7 @@ fn parse_args() -> Args {
             "--senders" => a.senders = num() as usize,
             "--m" => a.m = num(),
             "--actors" => a.actors = num() as usize,
+            "--spin-us" => a.spin_us = num(),
             _ => usage(),
         }
     }
@@ -134,7 +138,10 @@ impl Actor for Sender {
 }
 
 // ---------- spawn ----------
+/// Stops on its first message; the last one to stop signals the end (as the peers do).
 struct Worker {
+    stopped: Arc<AtomicUsize>,
+    n: usize,
     done: mpsc::Sender<()>,
 }
 
@@ -144,7 +151,31 @@ impl Actor for Worker {
         ctx.stop();
     }
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.done.send(()).ok();
+        if self.stopped.fetch_add(1, Ordering::Relaxed) + 1 == self.n {
+            self.done.send(()).ok();
+        }
+    }
+}
+
+/// Spawns `n` workers, then sends each its message.
+struct Spawner {
+    n: usize,
+    done: mpsc::Sender<()>,
+}
+
+impl Actor for Spawner {
+    type Msg = ();
+    fn handle(&mut self, _: (), ctx: &mut Context<Self>) {
+        let stopped = Arc::new(AtomicUsize::new(0));
+        let addrs: Vec<_> = (0..self.n)
+            .map(|_| {
+                let (stopped, n, done) = (stopped.clone(), self.n, self.done.clone());
+                ctx.spawn(Worker { stopped, n, done })
+            })
+            .collect();
+        for ad in &addrs {
+            ad.send(()).ok();
+        }
     }
 }
 
@@ -220,17 +251,14 @@ fn main() {
             );
         }
         "spawn" => {
+            // Spawned from inside the system, as the peers do (actix spawns on its arbiter).
+            let spawner = system.spawn(Spawner {
+                n: a.actors,
+                done: tx,
+            });
             let start = Instant::now();
-            let addrs: Vec<_> = (0..a.actors)
-                .map(|_| system.spawn(Worker { done: tx.clone() }))
-                .collect();
-            for ad in &addrs {
-                ad.send(()).ok();
-            }
-            drop(addrs);
-            for _ in 0..a.actors {
-                rx.recv_timeout(LIMIT).expect("all actors stopped in time");
-            }
+            spawner.send(()).ok();
+            rx.recv_timeout(LIMIT).expect("all actors stopped in time");
             let s = start.elapsed().as_secs_f64();
             println!(
                 "bench=spawn peer=kendynet actors={} secs={:.3} actors/s={:.0} peak_rss_kib={}",

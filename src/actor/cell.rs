@@ -6,7 +6,7 @@ use super::system::SystemInner;
 use super::{Actor, ActorId, RestartPolicy, StopReason};
 use crate::error::TrySendError;
 use crate::mailbox::{Mailbox, PushError, SchedState};
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering, UnsafeCell};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -61,7 +61,8 @@ struct RunState<A: Actor> {
     started: bool,
     watchers: Vec<Arc<dyn Watcher>>,
     names: Vec<String>,
-    restart: Option<Restart<A>>,
+    /// Boxed: most actors are not supervised, and each spawned actor's size counts.
+    restart: Option<Box<Restart<A>>>,
 }
 
 pub(crate) struct ActorCell<A: Actor> {
@@ -69,8 +70,9 @@ pub(crate) struct ActorCell<A: Actor> {
     sched: SchedState,
     mailbox: Mailbox<A::Msg, SystemMsg>,
     pub(crate) system: Arc<SystemInner>,
-    /// The slot in the system's table of live actors.
-    live_key: usize,
+    /// The slot in the system's table of live actors (set once, right after the cell is
+    /// made and before anyone else can see it).
+    live_key: AtomicUsize,
     /// How many messages the actor has started handling: lets a pool tell an instance that is
     /// making progress from one stuck in a long handler.
     started_msgs: AtomicU64,
@@ -88,7 +90,6 @@ impl<A: Actor> ActorCell<A> {
         id: ActorId,
         actor: A,
         system: Arc<SystemInner>,
-        live_key: usize,
         capacity: usize,
         restart: Option<(Box<dyn FnMut() -> A + Send>, RestartPolicy)>,
     ) -> ActorCell<A> {
@@ -97,7 +98,7 @@ impl<A: Actor> ActorCell<A> {
             sched: SchedState::new(),
             mailbox: Mailbox::new(capacity),
             system,
-            live_key,
+            live_key: AtomicUsize::new(usize::MAX),
             started_msgs: AtomicU64::new(0),
             stop_reason: Mutex::new(None),
             run: UnsafeCell::new(RunState {
@@ -106,13 +107,19 @@ impl<A: Actor> ActorCell<A> {
                 started: false,
                 watchers: Vec::new(),
                 names: Vec::new(),
-                restart: restart.map(|(factory, policy)| Restart {
-                    factory,
-                    policy,
-                    recent: VecDeque::new(),
+                restart: restart.map(|(factory, policy)| {
+                    Box::new(Restart {
+                        factory,
+                        policy,
+                        recent: VecDeque::new(),
+                    })
                 }),
             }),
         }
+    }
+
+    pub(crate) fn set_live_key(&self, key: usize) {
+        self.live_key.store(key, Ordering::Relaxed);
     }
 
     /// Queues the actor for a worker if this notification made it runnable.
@@ -142,10 +149,10 @@ impl<A: Actor> ActorCell<A> {
         self.mailbox.len()
     }
 
-    /// Queued messages plus one if the actor is busy (queued or running): what a pool
-    /// compares to find a free instance.
+    /// Queued messages plus one if a worker is running the actor: what a pool compares to
+    /// find a free instance (one that is only queued will run without waiting for a handler).
     pub(crate) fn load(&self) -> usize {
-        self.mailbox.len() + usize::from(!self.sched.is_idle())
+        self.mailbox.len() + usize::from(self.sched.is_running())
     }
 
     /// Messages started so far (see `started_msgs`).
@@ -293,7 +300,8 @@ impl<A: Actor> ActorCell<A> {
         for w in st.watchers.drain(..) {
             w.notify_stopped(self.id, reason.clone());
         }
-        self.system.actor_stopped(self.live_key);
+        self.system
+            .actor_stopped(self.live_key.load(Ordering::Relaxed));
     }
 
     /// Adds a watcher, or tells it at once if this actor has already stopped.

@@ -18,7 +18,7 @@ use super::system::SystemInner;
 use crate::net::poller::PollerLocal;
 use crate::net::{Engine, EngineHandle};
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
-use crate::sync::{Arc, AtomicUsize, Ordering, fence};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, fence};
 use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -53,6 +53,10 @@ pub(crate) struct Scheduler {
     wakers: OnceLock<Vec<EngineHandle>>,
     /// Workers that are (about to be) asleep.
     sleepers: AtomicUsize,
+    /// A worker has been woken and has not yet looked for work: producers leave the others
+    /// asleep meanwhile (the woken one will find their tasks too), so a burst of tasks costs
+    /// one wake-up, not one per task.
+    waking: AtomicBool,
 }
 
 impl Scheduler {
@@ -65,6 +69,7 @@ impl Scheduler {
             stealers,
             wakers: OnceLock::new(),
             sleepers: AtomicUsize::new(0),
+            waking: AtomicBool::new(false),
         };
         (sched, locals)
     }
@@ -102,6 +107,9 @@ impl Scheduler {
         if self.sleepers.load(Ordering::SeqCst) == 0 {
             return;
         }
+        if self.waking.swap(true, Ordering::SeqCst) {
+            return;
+        }
         if let Some(wakers) = self.wakers.get() {
             for w in wakers {
                 if w.wake_if_sleeping() {
@@ -109,6 +117,7 @@ impl Scheduler {
                 }
             }
         }
+        self.waking.store(false, Ordering::SeqCst);
     }
 
     /// Wakes every worker (shutdown).
@@ -198,24 +207,48 @@ impl WorkerLocal {
         }
         self.lifo_streak.set(0);
         if ticks % INJECTOR_EVERY == 0
-            && let Some(t) = steal_from(|| sched.injector.steal_batch_and_pop(&self.deque))
+            && let Some(t) =
+                self.steal_into_local(sched, || sched.injector.steal_batch_and_pop(&self.deque))
         {
             return Some(t);
         }
         if let Some(t) = self.deque.pop() {
             return Some(t);
         }
-        if let Some(t) = steal_from(|| sched.injector.steal_batch_and_pop(&self.deque)) {
+        if let Some(t) =
+            self.steal_into_local(sched, || sched.injector.steal_batch_and_pop(&self.deque))
+        {
             return Some(t);
         }
         let n = sched.stealers.len();
         for k in 1..n {
             let victim = &sched.stealers[(self.index + k) % n];
-            if let Some(t) = steal_from(|| victim.steal_batch_and_pop(&self.deque)) {
+            if let Some(t) =
+                self.steal_into_local(sched, || victim.steal_batch_and_pop(&self.deque))
+            {
                 return Some(t);
             }
         }
         None
+    }
+}
+
+impl WorkerLocal {
+    /// Steals a batch into the local deque and returns one task. If more tasks wait, another
+    /// worker is woken to share them: tasks left behind by a worker that then runs a long
+    /// handler would otherwise wait while others sleep.
+    fn steal_into_local(
+        &self,
+        sched: &Scheduler,
+        steal: impl FnMut() -> Steal<Task>,
+    ) -> Option<Task> {
+        let t = steal_from(steal)?;
+        // This worker may have been the one woken for a burst of tasks (others were left
+        // asleep, see `Scheduler::waking`): if any are left, pass the baton on.
+        if !self.deque.is_empty() || !sched.injector.is_empty() {
+            sched.wake_one();
+        }
+        Some(t)
     }
 }
 
@@ -310,6 +343,9 @@ pub(crate) fn run_worker(
         let res = engine.wait_and_dispatch_with(timeout, &has_work);
         if may_sleep {
             sched.sleepers.fetch_sub(1, Ordering::SeqCst);
+            // Whether or not it was this worker that was woken, one awake worker is about to
+            // look for work, before it can sleep again: producers may wake another now.
+            sched.waking.store(false, Ordering::SeqCst);
         }
         if let Err(e) = res {
             // epoll_wait failing is not recoverable for this worker's sockets; report it and

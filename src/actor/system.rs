@@ -5,7 +5,7 @@ use super::scheduler::{Scheduler, run_worker};
 use super::{Actor, ActorId, Addr, RestartPolicy, StopReason};
 use crate::net::poller::NetShared;
 use crate::net::{ConnOptions, Engine};
-use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, NameMap, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, NameMap, Ordering, SpinLock};
 use slab::Slab;
 use std::any::Any;
 use std::fmt;
@@ -124,7 +124,7 @@ impl Builder {
         let inner = Arc::new(SystemInner {
             sched,
             registry: NameMap::new(),
-            live: Mutex::new(Slab::new()),
+            live: SpinLock::new(Slab::new()),
             live_count: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             net: NetShared::new(
@@ -247,7 +247,9 @@ type Registered = (ActorId, Arc<dyn Any + Send + Sync>);
 pub(crate) struct SystemInner {
     pub(crate) sched: Scheduler,
     registry: NameMap<Registered>,
-    live: Mutex<Slab<Arc<dyn Stoppable>>>,
+    /// Every live actor, for shutdown; a spin lock, as spawns and stops only insert or
+    /// remove one entry while holding it.
+    live: SpinLock<Slab<Arc<dyn Stoppable>>>,
     live_count: AtomicUsize,
     next_id: AtomicU64,
     pub(crate) net: NetShared,
@@ -270,20 +272,15 @@ impl SystemInner {
     ) -> Addr<A> {
         let id = ActorId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let capacity = opts.mailbox_capacity.unwrap_or(self.mailbox_capacity);
-        let cell = {
-            let mut live = self.live.lock().unwrap();
+        // Allocate outside the lock; under it, only take a slot and publish the cell. The
+        // key is set before the cell is visible in the table (and so to a shutdown sweep).
+        let cell = Arc::new(ActorCell::new(id, actor, self.clone(), capacity, restart));
+        {
+            let mut live = self.live.lock();
             let slot = live.vacant_entry();
-            let cell = Arc::new(ActorCell::new(
-                id,
-                actor,
-                self.clone(),
-                slot.key(),
-                capacity,
-                restart,
-            ));
+            cell.set_live_key(slot.key());
             slot.insert(cell.clone() as Arc<dyn Stoppable>);
-            cell
-        };
+        }
         self.live_count.fetch_add(1, Ordering::SeqCst);
         let addr = Addr { cell };
         if let Some(name) = &opts.name
@@ -298,7 +295,7 @@ impl SystemInner {
 
     pub(crate) fn actor_stopped(&self, live_key: usize) {
         let removed = {
-            let mut live = self.live.lock().unwrap();
+            let mut live = self.live.lock();
             live.try_remove(live_key)
         };
         drop(removed);
@@ -347,13 +344,8 @@ impl SystemInner {
     }
 
     fn stop_all_actors(&self) {
-        let all: Vec<Arc<dyn Stoppable>> = self
-            .live
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, a)| a.clone())
-            .collect();
+        let all: Vec<Arc<dyn Stoppable>> =
+            self.live.lock().iter().map(|(_, a)| a.clone()).collect();
         for a in all {
             a.request_stop(StopReason::Shutdown);
         }

@@ -59,15 +59,21 @@ impl SchedState {
         }
     }
 
-    /// Whether the actor is idle: neither queued for a worker nor running.
-    pub fn is_idle(&self) -> bool {
-        self.state.load(Ordering::Acquire) == IDLE
+    /// Whether a worker is running the actor now.
+    pub fn is_running(&self) -> bool {
+        matches!(self.state.load(Ordering::Acquire), RUNNING | NOTIFIED)
     }
 
     /// A worker starts a turn of a scheduled actor.
     pub fn start_run(&self) {
-        let prev = self.state.swap(RUNNING, Ordering::AcqRel);
-        debug_assert_eq!(prev, SCHEDULED, "an actor ran without being scheduled");
+        debug_assert_eq!(
+            self.state.load(Ordering::Acquire),
+            SCHEDULED,
+            "ran unscheduled"
+        );
+        // A plain store: while SCHEDULED nobody else writes the state (`notify` leaves it
+        // alone), and the task reached this thread through a queue that already orders it.
+        self.state.store(RUNNING, Ordering::Release);
     }
 
     /// The turn ended with the mailbox seen empty: go idle, unless a message arrived since it
