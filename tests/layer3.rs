@@ -4,6 +4,7 @@
 //! channel; the tests check what the probes saw against what the std clients did. Every wait
 //! is bounded ([`util3::WAIT`]); a test that would otherwise hang fails with what it waited for.
 
+mod util;
 mod util3;
 
 use kendynet::{

@@ -1,38 +1,23 @@
-//! Helpers for the layer-3 integration tests: blocking std clients, frames, bounded waits, and
-//! a probe actor that reports every network event it is given.
+//! Helpers for the layer-3 integration tests, on top of the shared ones in `tests/util`:
+//! frame readers, numbered payloads, and a probe actor that reports every network event it is
+//! given.
 //!
 //! Every wait here is bounded by [`WAIT`] and fails the test with a message saying what it was
 //! waiting for; nothing here sleeps in the hope that something has happened meanwhile.
 
 #![allow(dead_code, reason = "not every test uses every helper")]
 
+pub use super::util::{WAIT, any_port, client, frame, recv, write_frame};
+
 use kendynet::{
     Actor, ActorId, Addr, Context, DisconnectReason, NetEvent, Recipient, SockIdent, StopReason,
     WPacket,
 };
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, Instant};
-
-/// How long any single expectation may take before the test fails. Generous: the machine is
-/// shared and slow, and a passing test never waits this long.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-/// `127.0.0.1:0`: a free loopback port.
-pub fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-/// Receives one value, failing the test after [`WAIT`].
-#[track_caller]
-pub fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
-    match rx.recv_timeout(WAIT) {
-        Ok(v) => v,
-        Err(e) => panic!("waiting for {what}: {e:?} after {WAIT:?}"),
-    }
-}
 
 /// Polls `done` until it holds, failing the test after [`WAIT`] (a deadline loop for things
 /// that become true eventually with nothing to wait on).
@@ -46,23 +31,6 @@ pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-/// A blocking client with read and write timeouts.
-pub fn client(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, WAIT).expect("client connect");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.set_write_timeout(Some(WAIT)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
-/// The wire frame of `payload`: a little-endian `u32` length, then the bytes.
-pub fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(4 + payload.len());
-    v.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    v.extend_from_slice(payload);
-    v
 }
 
 /// Reads one frame and returns its payload; `Ok(None)` at a clean end of stream before a
@@ -122,11 +90,6 @@ pub fn read_until_closed(s: &mut TcpStream) -> Result<Vec<Vec<u8>>, io::Error> {
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Writes one frame.
-pub fn write_frame(s: &mut TcpStream, payload: &[u8]) -> io::Result<()> {
-    s.write_all(&frame(payload))
 }
 
 /// A payload: `client`, `seq`, then `pad` filler bytes.
