@@ -118,6 +118,14 @@ impl<A: Actor> ActorCell<A> {
         }
     }
 
+    /// Records a name registered before the actor was first scheduled (it is freed when the
+    /// actor stops), without scheduling it.
+    pub(crate) fn note_registered(&self, name: &str) {
+        let _ = self
+            .mailbox
+            .push_system(SystemMsg::Registered(name.to_owned()));
+    }
+
     pub(crate) fn set_live_key(&self, key: usize) {
         self.live_key.store(key, Ordering::Relaxed);
     }
@@ -660,9 +668,7 @@ impl<A: Actor> Context<'_, A> {
 
     /// Spawns another actor in the same system.
     pub fn spawn<B: Actor>(&self, actor: B) -> Addr<B> {
-        self.cell
-            .system
-            .spawn(actor, super::SpawnOptions::default())
+        self.cell.system.spawn(actor)
     }
 
     /// Watches `other`: when it stops, [`Actor::watched_stopped`] runs here with its id and

@@ -260,21 +260,36 @@ pub(crate) struct SystemInner {
 }
 
 impl SystemInner {
-    pub(crate) fn spawn<A: Actor>(self: &Arc<Self>, actor: A, opts: SpawnOptions) -> Addr<A> {
-        self.spawn_inner(actor, None, opts)
+    /// Spawns an actor with the system's default mailbox capacity.
+    pub(crate) fn spawn<A: Actor>(self: &Arc<Self>, actor: A) -> Addr<A> {
+        match self.spawn_inner(actor, None, None, None) {
+            Ok(addr) => addr,
+            Err(_) => unreachable!("an unnamed spawn cannot fail"),
+        }
     }
 
+    /// Spawns an actor; `capacity` overrides the system default, `restart` supervises it,
+    /// `name` registers it before it can run (a taken name spawns nothing).
     fn spawn_inner<A: Actor>(
         self: &Arc<Self>,
         actor: A,
         restart: Option<(Box<dyn FnMut() -> A + Send>, RestartPolicy)>,
-        opts: SpawnOptions,
-    ) -> Addr<A> {
+        capacity: Option<usize>,
+        name: Option<&str>,
+    ) -> Result<Addr<A>, RegistryError> {
         let id = ActorId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let capacity = opts.mailbox_capacity.unwrap_or(self.mailbox_capacity);
+        let capacity = capacity.unwrap_or(self.mailbox_capacity);
         // Allocate outside the lock; under it, only take a slot and publish the cell. The
         // key is set before the cell is visible in the table (and so to a shutdown sweep).
         let cell = Arc::new(ActorCell::new(id, actor, self.clone(), capacity, restart));
+        if let Some(name) = name {
+            let value: Registered = (id, cell.clone() as Arc<dyn Any + Send + Sync>);
+            if self.registry.try_insert(name, value).is_err() {
+                return Err(RegistryError::NameTaken(name.to_owned()));
+            }
+            // Not scheduled yet: the note waits for the first turn.
+            cell.note_registered(name);
+        }
         {
             let mut live = self.live.lock();
             let slot = live.vacant_entry();
@@ -283,14 +298,9 @@ impl SystemInner {
         }
         self.live_count.fetch_add(1, Ordering::SeqCst);
         let addr = Addr { cell };
-        if let Some(name) = &opts.name
-            && self.register(name, &addr).is_err()
-        {
-            // The name is taken: the actor runs unnamed; `SystemHandle::spawn_named` reports it.
-        }
         // Schedule the first turn, which runs `started`.
         addr.cell.notify();
-        addr
+        Ok(addr)
     }
 
     pub(crate) fn actor_stopped(&self, live_key: usize) {
@@ -371,7 +381,7 @@ impl fmt::Debug for SystemHandle {
 impl SystemHandle {
     /// Spawns an actor; its `started` runs on a worker before its first message.
     pub fn spawn<A: Actor>(&self, actor: A) -> Addr<A> {
-        self.inner.spawn(actor, SpawnOptions::default())
+        self.inner.spawn(actor)
     }
 
     /// Spawns an actor with options.
@@ -384,20 +394,8 @@ impl SystemHandle {
         actor: A,
         opts: SpawnOptions,
     ) -> Result<Addr<A>, RegistryError> {
-        let name = opts.name.clone();
-        if let Some(n) = &name
-            && self.inner.registry.get(n).is_some()
-        {
-            return Err(RegistryError::NameTaken(n.clone()));
-        }
-        let addr = self.inner.spawn(actor, SpawnOptions { name: None, ..opts });
-        if let Some(n) = name
-            && let Err(e) = self.inner.register(&n, &addr)
-        {
-            addr.stop();
-            return Err(e);
-        }
-        Ok(addr)
+        self.inner
+            .spawn_inner(actor, None, opts.mailbox_capacity, opts.name.as_deref())
     }
 
     /// Spawns a supervised actor: when a handler panics, the actor is rebuilt in place by
@@ -409,11 +407,13 @@ impl SystemHandle {
         policy: RestartPolicy,
     ) -> Addr<A> {
         let first = factory();
-        self.inner.spawn_inner(
-            first,
-            Some((Box::new(factory), policy)),
-            SpawnOptions::default(),
-        )
+        match self
+            .inner
+            .spawn_inner(first, Some((Box::new(factory), policy)), None, None)
+        {
+            Ok(addr) => addr,
+            Err(_) => unreachable!("an unnamed spawn cannot fail"),
+        }
     }
 
     /// Registers `addr` under `name` until the actor stops.
