@@ -1,7 +1,7 @@
 //! The actor cell: mailbox, scheduling state and the actor itself, plus the typed handles
 //! onto it ([`Addr`], [`Recipient`]) and the [`Context`] a handler gets.
 
-use super::scheduler::{Runnable, Task};
+use super::scheduler::{Runnable, Task, Turn};
 use super::system::SystemInner;
 use super::{Actor, ActorId, RestartPolicy, StopReason};
 use crate::error::TrySendError;
@@ -9,6 +9,7 @@ use crate::mailbox::{Mailbox, PushError, SchedState};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
 use std::collections::VecDeque;
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
@@ -133,7 +134,7 @@ impl<A: Actor> ActorCell<A> {
     /// Queues the actor for a worker if this notification made it runnable.
     pub(crate) fn notify(self: &Arc<Self>) {
         if self.sched.notify() {
-            self.system.sched.schedule(self.clone() as Task);
+            self.system.sched.schedule(Task::of(self));
         }
     }
 
@@ -230,7 +231,7 @@ impl<A: Actor> ActorCell<A> {
 
     /// One turn: system messages first, then up to `budget` user messages. Returns true if
     /// messages are left and the actor must be queued again.
-    fn turn(self: &Arc<Self>, budget: usize) -> bool {
+    fn turn(self: &Arc<Self>, budget: usize) -> Turn {
         self.sched.start_run();
         // SAFETY: the state is RUNNING, set by this thread; no other thread touches `run`
         // until this turn ends by leaving RUNNING (try_idle / reschedule) or never (stopped).
@@ -264,29 +265,29 @@ impl<A: Actor> ActorCell<A> {
                 self.with_context(st, &mut stop, |a, ctx| a.handle(msg, ctx));
             }
             if let Some(reason) = stop.take() {
-                self.finish(st, reason);
-                return false;
+                return Turn::Finished(self.finish(st, reason));
             }
             if !drained {
                 // The budget cut the batch short: let others run, come back later.
                 self.sched.reschedule();
-                return true;
+                return Turn::Again;
             }
             // Everything queued was taken. A message pushed since then found the state
             // RUNNING and turned it NOTIFIED, which makes `try_idle` fail: no second look at
             // the mailbox is needed to go idle safely.
             if self.sched.try_idle() {
-                return false;
+                return Turn::Done;
             }
             if handled >= budget {
                 self.sched.reschedule();
-                return true;
+                return Turn::Again;
             }
         }
     }
 
     /// Stops for good: refuse new messages, run `stopped`, free names, tell watchers.
-    fn finish(self: &Arc<Self>, st: &mut RunState<A>, reason: StopReason) {
+    /// Returns the system's reference to this cell, which the worker drops after the turn.
+    fn finish(self: &Arc<Self>, st: &mut RunState<A>, reason: StopReason) -> Arc<dyn Stoppable> {
         *self.stop_reason.lock().unwrap() = Some(reason.clone());
         let (unhandled, system) = self.mailbox.close();
         drop(unhandled);
@@ -308,8 +309,12 @@ impl<A: Actor> ActorCell<A> {
         for w in st.watchers.drain(..) {
             w.notify_stopped(self.id, reason.clone());
         }
+        // The table's reference goes back to the worker, to be dropped after this turn (the
+        // cell must outlive the code running in it); if the table no longer had it, the
+        // caller's reference does the same job.
         self.system
-            .actor_stopped(self.live_key.load(Ordering::Relaxed));
+            .actor_stopped(self.live_key.load(Ordering::Relaxed))
+            .unwrap_or_else(|| self.clone() as Arc<dyn Stoppable>)
     }
 
     /// Adds a watcher, or tells it at once if this actor has already stopped.
@@ -327,12 +332,11 @@ impl<A: Actor> ActorCell<A> {
 }
 
 impl<A: Actor> Runnable for ActorCell<A> {
-    fn run_turn(self: Arc<Self>, budget: usize) -> Option<Task> {
-        if self.turn(budget) {
-            Some(self as Task)
-        } else {
-            None
-        }
+    fn run_turn(&self, budget: usize) -> Turn {
+        // SAFETY: cells only ever live in an `Arc` (see `SystemInner::spawn_inner`), so `self`
+        // is the pointer `Arc::into_raw` would give; `ManuallyDrop` leaves the count alone.
+        let this = ManuallyDrop::new(unsafe { Arc::from_raw(self as *const Self) });
+        this.turn(budget)
     }
 }
 
@@ -597,7 +601,7 @@ impl<M: Send + 'static> Recipient<M> {
         match &self.target {
             Target::Actor(a) => {
                 if a.deliver(msg, force)? {
-                    a.system().sched.schedule(a.clone() as Task);
+                    a.system().sched.schedule(Task::of_dyn(&**a));
                 }
                 Ok(())
             }
@@ -616,7 +620,7 @@ impl<M: Send + 'static> Recipient<M> {
         match &self.target {
             Target::Actor(a) => match a.deliver_batch(msgs) {
                 Some(true) => {
-                    a.system().sched.schedule(a.clone() as Task);
+                    a.system().sched.schedule(Task::of_dyn(&**a));
                     true
                 }
                 Some(false) => true,

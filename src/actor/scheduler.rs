@@ -14,12 +14,14 @@
 //! issues a `SeqCst` fence, and wakes a worker whose flag it manages to clear. One of the two
 //! always sees the other, so no task waits while every worker sleeps.
 
+use super::cell::Stoppable;
 use super::system::SystemInner;
 use crate::net::poller::PollerLocal;
 use crate::net::{Engine, EngineHandle};
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, fence};
 use std::cell::{Cell, RefCell};
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -36,11 +38,53 @@ const INJECTOR_EVERY: u32 = 31;
 
 /// Something a worker can run: one actor turn.
 pub(crate) trait Runnable: Send + Sync + 'static {
-    /// Runs one turn; returns the task again if it must be queued again.
-    fn run_turn(self: Arc<Self>, budget: usize) -> Option<Task>;
+    /// Runs one turn.
+    fn run_turn(&self, budget: usize) -> Turn;
 }
 
-pub(crate) type Task = Arc<dyn Runnable>;
+/// How a turn ended.
+pub(crate) enum Turn {
+    /// Nothing left: the actor is idle (or another turn is someone else's duty).
+    Done,
+    /// The budget ran out with messages left: queue the task again.
+    Again,
+    /// The actor stopped. The system's reference to it, kept alive until the turn is over.
+    Finished(Arc<dyn Stoppable>),
+}
+
+/// A queued actor turn: a pointer to the actor's cell, without a reference count.
+///
+/// Counting references per scheduling cost two atomic read-modify-writes per message hop.
+/// Instead, the system's table of live actors holds every cell from its spawn until its last
+/// turn ends (`Turn::Finished` hands that reference to the worker, which drops it after the
+/// turn), and a task exists only while its actor is scheduled or running, which ends before
+/// that last turn does. So a task never outlives its cell.
+pub(crate) struct Task(NonNull<dyn Runnable>);
+
+// SAFETY: a task is only a way to reach a cell that is `Send + Sync` (`Runnable` requires
+// both) and alive while the task exists (see the type's docs).
+unsafe impl Send for Task {}
+// SAFETY: as above; `&Task` only allows running the turn, which the scheduling state makes
+// exclusive.
+unsafe impl Sync for Task {}
+
+impl Task {
+    /// A task for a cell that is in the live table and was just scheduled.
+    pub(crate) fn of(cell: &Arc<impl Runnable>) -> Task {
+        Task(NonNull::from(&**cell as &dyn Runnable))
+    }
+
+    /// As [`Task::of`], for a cell behind a trait object (it too must live in an `Arc` that
+    /// the live table holds).
+    pub(crate) fn of_dyn(cell: &dyn Runnable) -> Task {
+        Task(NonNull::from(cell))
+    }
+
+    fn run(&self, budget: usize) -> Turn {
+        // SAFETY: the cell is alive while this task exists (see the type's docs).
+        unsafe { self.0.as_ref() }.run_turn(budget)
+    }
+}
 
 /// What an actor timer runs when it fires.
 pub(crate) type TimerFn = Box<dyn FnOnce() + Send>;
@@ -296,9 +340,14 @@ pub(crate) fn run_worker(
             let Some(task) = local.next_task(sched) else {
                 break;
             };
-            if let Some(again) = task.run_turn(TURN_BUDGET) {
-                local.deque.push(again);
-                sched.wake_one();
+            match task.run(TURN_BUDGET) {
+                Turn::Done => {}
+                Turn::Again => {
+                    local.deque.push(task);
+                    sched.wake_one();
+                }
+                // The last reference may go here, after the turn: never inside it.
+                Turn::Finished(keep_alive) => drop(keep_alive),
             }
         }
         for (delay, f) in local.timers.borrow_mut().drain(..) {

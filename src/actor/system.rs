@@ -303,15 +303,14 @@ impl SystemInner {
         Ok(addr)
     }
 
-    pub(crate) fn actor_stopped(&self, live_key: usize) {
-        let removed = {
-            let mut live = self.live.lock();
-            live.try_remove(live_key)
-        };
-        drop(removed);
+    /// An actor's last turn is ending: takes it out of the live table and hands back the
+    /// table's reference, for the worker to drop once the turn is over.
+    pub(crate) fn actor_stopped(&self, live_key: usize) -> Option<Arc<dyn Stoppable>> {
+        let removed = self.live.lock().try_remove(live_key);
         if self.live_count.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_shutting_down() {
             self.sched.wake_all();
         }
+        removed
     }
 
     pub(crate) fn register<A: Actor>(
