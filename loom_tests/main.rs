@@ -207,7 +207,7 @@ fn close_races_send_and_stale_handle_after_reuse() {
         let sent = sender.join().unwrap();
         assert!(closer.join().unwrap(), "the first close succeeds");
         let mut frames = Vec::new();
-        let (_, close) = table.take_outbox(old.to_u64() as u32, &mut frames).unwrap();
+        let (_, close, _) = table.take_outbox(old.to_u64() as u32, &mut frames).unwrap();
         assert!(close);
         assert_eq!(
             frames.len(),

@@ -468,7 +468,9 @@ where
 pub(crate) trait Deliver<M>: Runnable {
     fn deliver(&self, msg: M, force: bool) -> Result<bool, TrySendError<M>>;
     /// Queues all of `msgs` under one lock (the batch is drained). `None` if the actor stopped.
-    fn deliver_batch(&self, msgs: &mut Vec<M>) -> Option<bool>;
+    /// Returns whether to schedule the actor and how many messages wait now; `None` if the
+    /// actor has stopped.
+    fn deliver_batch(&self, msgs: &mut Vec<M>) -> Option<(bool, usize)>;
     fn actor_id(&self) -> ActorId;
     fn alive(&self) -> bool;
     fn queued(&self) -> usize;
@@ -489,11 +491,9 @@ where
         Ok(self.sched.notify())
     }
 
-    fn deliver_batch(&self, msgs: &mut Vec<M>) -> Option<bool> {
-        if !self.mailbox.push_batch_map(msgs, A::Msg::from) {
-            return None;
-        }
-        Some(self.sched.notify())
+    fn deliver_batch(&self, msgs: &mut Vec<M>) -> Option<(bool, usize)> {
+        let waiting = self.mailbox.push_batch_map(msgs, A::Msg::from)?;
+        Some((self.sched.notify(), waiting))
     }
 
     fn actor_id(&self) -> ActorId {
@@ -615,23 +615,23 @@ impl<M: Send + 'static> Recipient<M> {
         self.deliver(msg, true)
     }
 
-    /// Queues a batch (under one lock, for an actor); false if the actor has stopped.
-    pub(crate) fn deliver_batch(&self, msgs: &mut Vec<M>) -> bool {
+    /// Queues a batch (under one lock, for an actor). Returns how many messages wait now, or
+    /// `None` if the actor has stopped.
+    pub(crate) fn deliver_batch(&self, msgs: &mut Vec<M>) -> Option<usize> {
         match &self.target {
-            Target::Actor(a) => match a.deliver_batch(msgs) {
-                Some(true) => {
+            Target::Actor(a) => {
+                let (schedule, waiting) = a.deliver_batch(msgs)?;
+                if schedule {
                     a.system().sched.schedule(Task::of_dyn(&**a));
-                    true
                 }
-                Some(false) => true,
-                None => false,
-            },
+                Some(waiting)
+            }
             Target::Routed(r) => {
                 let mut all = true;
                 for m in msgs.drain(..) {
                     all &= r.route(m, true).is_ok();
                 }
-                all
+                all.then(|| r.queued())
             }
         }
     }

@@ -157,14 +157,19 @@ impl<M, S> Mailbox<M, S> {
     }
 
     /// Queues several user messages under one lock (network events of one read batch),
-    /// ignoring the capacity. False (and `values` untouched) if the mailbox is closed.
-    pub fn push_batch_map<T>(&self, values: &mut Vec<T>, convert: impl Fn(T) -> M) -> bool {
+    /// ignoring the capacity. Returns how many user messages wait now, or `None` (and
+    /// `values` untouched) if the mailbox is closed.
+    pub fn push_batch_map<T>(
+        &self,
+        values: &mut Vec<T>,
+        convert: impl Fn(T) -> M,
+    ) -> Option<usize> {
         let mut lanes = self.lanes.lock();
         if lanes.closed {
-            return false;
+            return None;
         }
         lanes.user.extend(values.drain(..).map(convert));
-        true
+        Some(lanes.user.len())
     }
 
     /// Queues a system message. Refused (handed back) once the mailbox is closed.

@@ -17,7 +17,7 @@ use super::poller::NetEvent;
 use crate::actor::Recipient;
 use crate::actor::SystemInner;
 use crate::error::TrySendError;
-use crate::sync::{Arc, Mutex, MutexGuard};
+use crate::sync::{Arc, Mutex, SpinGuard, SpinLock};
 use bytes::Bytes;
 use std::fmt;
 use std::net::SocketAddr;
@@ -92,7 +92,7 @@ impl SockIdent {
     }
 
     /// Locks the slot if this handle is current.
-    fn slot(self) -> Option<MutexGuard<'static, SlotState>> {
+    fn slot(self) -> Option<SpinGuard<'static, SlotState>> {
         table().lock_current(self)
     }
 
@@ -219,7 +219,8 @@ impl SlotState {
 pub type Wake = Option<(Arc<SystemInner>, usize)>;
 
 pub struct Slot {
-    pub(crate) state: Mutex<SlotState>,
+    /// A spin lock: every hold is a few field updates.
+    pub(crate) state: SpinLock<SlotState>,
 }
 
 /// The process-wide socket table: chunks of slots, allocated when first needed.
@@ -251,9 +252,9 @@ impl SockTable {
     }
 
     /// Locks the slot of `ident` if the handle is current.
-    pub fn lock_current(&self, ident: SockIdent) -> Option<MutexGuard<'_, SlotState>> {
+    pub fn lock_current(&self, ident: SockIdent) -> Option<SpinGuard<'_, SlotState>> {
         let slot = self.get(ident.index())?;
-        let st = slot.state.lock().unwrap();
+        let st = slot.state.lock();
         (st.generation == ident.generation() && st.live).then_some(st)
     }
 
@@ -300,18 +301,19 @@ impl SockTable {
     }
 
     /// The poller's half: takes what a slot has to flush. Returns the frames (swapped into
-    /// `frames`), the connection, and whether a close was requested.
+    /// `frames`), the connection, whether a close was requested, and the connection's queued
+    /// bytes as last published.
     pub fn take_outbox(
         &self,
         index: u32,
         frames: &mut Vec<Bytes>,
-    ) -> Option<(Option<ConnId>, bool)> {
-        let mut st = self.get(index)?.state.lock().unwrap();
+    ) -> Option<(Option<ConnId>, bool, usize)> {
+        let mut st = self.get(index)?.state.lock();
         st.flush_pending = false;
         std::mem::swap(&mut st.outbox, frames);
         st.outbox_bytes = 0;
         let close = std::mem::take(&mut st.close_requested);
-        Some((st.conn, close))
+        Some((st.conn, close, st.conn_queued))
     }
 
     pub fn get(&self, index: u32) -> Option<&Slot> {
@@ -339,11 +341,11 @@ impl SockTable {
         let slots = chunk.get_or_init(|| {
             (0..CHUNK)
                 .map(|_| Slot {
-                    state: Mutex::new(SlotState::empty()),
+                    state: SpinLock::new(SlotState::empty()),
                 })
                 .collect()
         });
-        let mut st = slots[index as usize % CHUNK].state.lock().unwrap();
+        let mut st = slots[index as usize % CHUNK].state.lock();
         // Generation 0 never names a live socket, so a zeroed handle is always stale.
         st.generation = st.generation.wrapping_add(1).max(1);
         st.live = true;
@@ -389,7 +391,7 @@ impl SockTable {
             return;
         };
         let leftovers = {
-            let mut st = slot.state.lock().unwrap();
+            let mut st = slot.state.lock();
             if st.generation != ident.generation() || !st.live {
                 return;
             }
@@ -410,7 +412,7 @@ impl SockTable {
         for (c, chunk) in self.chunks.iter().enumerate() {
             let Some(slots) = chunk.get() else { break };
             for (i, slot) in slots.iter().enumerate() {
-                let mut st = slot.state.lock().unwrap();
+                let mut st = slot.state.lock();
                 if st.live {
                     let ident = SockIdent::new((c * CHUNK + i) as u32, st.generation);
                     f(ident, &mut st);

@@ -213,9 +213,9 @@ pub(crate) fn flush(sys: &SystemInner, local: &WorkerLocal, engine: &mut Engine)
         return;
     }
     let mut frames = std::mem::take(&mut local.net.borrow_mut().spare_outbox);
-    let mut flushed: Vec<(u32, ConnId)> = Vec::new();
+    let mut flushed: Vec<(u32, ConnId, usize)> = Vec::new();
     for &index in &dirty {
-        let Some((conn, close)) = table().take_outbox(index, &mut frames) else {
+        let Some((conn, close, published)) = table().take_outbox(index, &mut frames) else {
             continue;
         };
         let Some(conn) = conn else {
@@ -228,14 +228,17 @@ pub(crate) fn flush(sys: &SystemInner, local: &WorkerLocal, engine: &mut Engine)
         if close {
             conn.close(engine);
         }
-        flushed.push((index, conn));
+        flushed.push((index, conn, published));
     }
     engine.flush_dirty();
-    // Publish what each connection still holds, for the senders' write limit.
-    for (index, conn) in flushed {
+    // Publish what each connection still holds, for the senders' write limit (the usual
+    // case, everything written and nothing published before, needs no lock).
+    for (index, conn, published) in flushed {
         let queued = conn.queued_bytes(engine);
-        if let Some(slot) = table().get(index) {
-            slot.state.lock().unwrap().conn_queued = queued;
+        if queued != published
+            && let Some(slot) = table().get(index)
+        {
+            slot.state.lock().conn_queued = queued;
         }
     }
     dirty.clear();
@@ -296,8 +299,8 @@ fn hand_over(
         .lock_current(sock)
         .map(|st| (st.owner.clone(), st.conn));
     let (owner, conn) = current.unwrap_or((None, None));
-    let delivered = owner.as_ref().is_some_and(|o| o.deliver_batch(batch));
-    if !delivered {
+    let waiting = owner.as_ref().and_then(|o| o.deliver_batch(batch));
+    if waiting.is_none() {
         batch.clear();
         if !ends {
             // Nobody owns it any more (the owner stopped): close it.
@@ -308,8 +311,8 @@ fn hand_over(
         table().release(sock);
         return;
     }
-    if let (true, Some(owner), Some(conn)) = (delivered, owner, conn)
-        && owner.mailbox_len() > sys.net.owner_backlog
+    if let (Some(waiting), Some(owner), Some(conn)) = (waiting, owner, conn)
+        && waiting > sys.net.owner_backlog
     {
         conn.pause_reading(engine);
         local.net.borrow_mut().paused.push((sock, conn, owner));
@@ -392,7 +395,7 @@ fn register(
         move |_, _, packet| stage(&sys_p, sock, NetEvent::Packet { sock, packet }),
         move |_, _, reason| {
             if let Some(slot) = table().get(sock.index()) {
-                let mut st = slot.state.lock().unwrap();
+                let mut st = slot.state.lock();
                 if st.generation == sock.generation() {
                     st.open = false;
                     st.disconnected = true;
@@ -406,7 +409,7 @@ fn register(
     match bound {
         Ok(conn) => {
             if let Some(slot) = table().get(sock.index()) {
-                slot.state.lock().unwrap().conn = Some(conn);
+                slot.state.lock().conn = Some(conn);
             }
             stage(sys, sock, NetEvent::Connected { sock, peer });
         }
