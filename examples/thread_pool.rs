@@ -9,6 +9,8 @@
 //!   each packet to the pool with [`Pool::send_keyed`], keyed by the socket: all packets of
 //!   one socket go to the same instance, so they are handled (and answered) in order, while
 //!   different sockets spread over the instances.
+//!   (Without the gate's counting, `system.listen(addr, pool.socket_owner())` lets the pool own
+//!   the sockets directly, each socket's events on one instance.)
 //! - A **handler** instance does some CPU work on the payload (a checksum, repeated a few
 //!   rounds) and replies straight to the socket with [`SockIdent::send`] (any thread may send
 //!   to a socket).
