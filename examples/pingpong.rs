@@ -19,7 +19,7 @@
 //! `pingpong-client`: `conns=N size=S secs=T msgs=M MB/s=X`.
 //!
 //! The server is chosen by `--layer`: 3 (the default) is the actor runtime, one actor owning
-//! every socket; 2 is framed connections on one engine. See [`start_server`].
+//! every socket; 2 is framed connections on one engine. See `start_server`.
 
 use kendynet::net::{ConnId, Connection, DisconnectReason, Engine, EngineHandle, Socket};
 use kendynet::{Actor, Context, NetEvent, System, WPacket};
