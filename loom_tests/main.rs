@@ -6,7 +6,7 @@
 //! ```
 #![cfg(loom)]
 
-use kendynet::__loom::{Mailbox, NameMap, SchedState, SleepFlag, SockTable};
+use kendynet::__loom::{IdleWorkers, Mailbox, NameMap, SchedState, SleepFlag, SockTable};
 use kendynet::WPacket;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
@@ -265,5 +265,101 @@ fn registry_register_unregister_race_lookup() {
         // Actor 1's late cleanup never removes actor 2's registration.
         assert!(!map.remove_if("room", |v| *v == 1));
         assert_eq!(map.get("room"), if joined { Some(2) } else { None });
+    });
+}
+
+/// Parking across the pool (`IdleWorkers`): two sleeping workers, two tasks pushed together,
+/// the first of which blocks its worker until the second has run. Each push wakes a sleeper,
+/// and a worker that takes a task and sees more wakes the next. Both tasks run (a worker left
+/// asleep with a task queued would block the model: loom reports the deadlock).
+#[test]
+fn blocked_worker_does_not_strand_queued_tasks() {
+    loom::model(|| {
+        let queue = Arc::new(Mutex::new(VecDeque::<u32>::new()));
+        let idle = Arc::new(IdleWorkers::new());
+        let flags: Arc<[SleepFlag; 2]> = Arc::new([SleepFlag::new(), SleepFlag::new()]);
+        let signals: Arc<[Signal; 2]> = Arc::new([Signal::new(), Signal::new()]);
+        let done = Arc::new((Mutex::new(0u32), Condvar::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        // `wake_one` as the scheduler does it.
+        let wake_one = {
+            let (idle, flags, signals) = (idle.clone(), flags.clone(), signals.clone());
+            move || {
+                if !idle.should_wake() {
+                    return;
+                }
+                for (flag, signal) in flags.iter().zip(signals.iter()) {
+                    if flag.claim_wake() {
+                        signal.raise();
+                        return;
+                    }
+                }
+            }
+        };
+        let workers: Vec<_> = (0..2)
+            .map(|i| {
+                let (queue, idle, flags, signals, done, stop, wake_one) = (
+                    queue.clone(),
+                    idle.clone(),
+                    flags.clone(),
+                    signals.clone(),
+                    done.clone(),
+                    stop.clone(),
+                    wake_one.clone(),
+                );
+                thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let (task, more) = {
+                            let mut q = queue.lock().unwrap();
+                            let t = q.pop_front();
+                            (t, !q.is_empty())
+                        };
+                        if let Some(task) = task {
+                            if more {
+                                wake_one();
+                            }
+                            let mut n = done.0.lock().unwrap();
+                            if task == 0 {
+                                // A handler that blocks until the other task has run: only
+                                // another worker can run it.
+                                while *n < 1 {
+                                    n = done.1.wait(n).unwrap();
+                                }
+                            }
+                            *n += 1;
+                            done.1.notify_all();
+                            continue;
+                        }
+                        idle.going_to_sleep();
+                        flags[i].announce();
+                        if !queue.lock().unwrap().is_empty() || stop.load(Ordering::SeqCst) {
+                            flags[i].retract();
+                            idle.woke_up();
+                            continue;
+                        }
+                        signals[i].wait();
+                        flags[i].retract();
+                        idle.woke_up();
+                    }
+                })
+            })
+            .collect();
+        for t in 0..2 {
+            queue.lock().unwrap().push_back(t);
+            wake_one();
+        }
+        {
+            let mut n = done.0.lock().unwrap();
+            while *n < 2 {
+                n = done.1.wait(n).unwrap();
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        for s in signals.iter() {
+            s.raise();
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
     });
 }

@@ -45,7 +45,7 @@ pub use net::{ConnOptions, DisconnectReason, NetEvent, SockError, SockIdent};
 pub mod __loom {
     pub use crate::mailbox::{Mailbox, PushError, SchedState};
     pub use crate::net::ident::SockTable;
-    pub use crate::sync::{NameMap, SleepFlag};
+    pub use crate::sync::{IdleWorkers, NameMap, SleepFlag};
 }
 
 /// The README's examples, compiled as doc tests so that they stay true.

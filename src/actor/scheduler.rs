@@ -19,7 +19,7 @@ use super::system::SystemInner;
 use crate::net::poller::PollerLocal;
 use crate::net::{Engine, EngineHandle};
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, fence};
+use crate::sync::{Arc, IdleWorkers};
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
@@ -95,12 +95,8 @@ pub(crate) struct Scheduler {
     stealers: Vec<Stealer<Task>>,
     /// Each worker's engine handle: its wake-up, and the way to post work to it.
     wakers: OnceLock<Vec<EngineHandle>>,
-    /// Workers that are (about to be) asleep.
-    sleepers: AtomicUsize,
-    /// A worker has been woken and has not yet looked for work: producers leave the others
-    /// asleep meanwhile (the woken one will find their tasks too), so a burst of tasks costs
-    /// one wake-up, not one per task.
-    waking: AtomicBool,
+    /// How many workers sleep.
+    idle: IdleWorkers,
 }
 
 impl Scheduler {
@@ -112,8 +108,7 @@ impl Scheduler {
             injector: Injector::new(),
             stealers,
             wakers: OnceLock::new(),
-            sleepers: AtomicUsize::new(0),
-            waking: AtomicBool::new(false),
+            idle: IdleWorkers::new(),
         };
         (sched, locals)
     }
@@ -147,11 +142,7 @@ impl Scheduler {
 
     /// Wakes one sleeping worker, if there is one.
     pub(crate) fn wake_one(&self) {
-        fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        if self.waking.swap(true, Ordering::SeqCst) {
+        if !self.idle.should_wake() {
             return;
         }
         if let Some(wakers) = self.wakers.get() {
@@ -161,7 +152,6 @@ impl Scheduler {
                 }
             }
         }
-        self.waking.store(false, Ordering::SeqCst);
     }
 
     /// Wakes every worker (shutdown).
@@ -287,8 +277,8 @@ impl WorkerLocal {
         steal: impl FnMut() -> Steal<Task>,
     ) -> Option<Task> {
         let t = steal_from(steal)?;
-        // This worker may have been the one woken for a burst of tasks (others were left
-        // asleep, see `Scheduler::waking`): if any are left, pass the baton on.
+        // If tasks are left, wake another worker to share them: this one may block in a
+        // handler while they wait.
         if !self.deque.is_empty() || !sched.injector.is_empty() {
             sched.wake_one();
         }
@@ -386,15 +376,12 @@ pub(crate) fn run_worker(
         let timeout = engine.bounded_timeout(timeout);
         let may_sleep = timeout != Some(Duration::ZERO);
         if may_sleep {
-            sched.sleepers.fetch_add(1, Ordering::SeqCst);
+            sched.idle.going_to_sleep();
         }
         let has_work = || sched.has_stealable_work() || local.net.borrow().has_remote_work(&system);
         let res = engine.wait_and_dispatch_with(timeout, &has_work);
         if may_sleep {
-            sched.sleepers.fetch_sub(1, Ordering::SeqCst);
-            // Whether or not it was this worker that was woken, one awake worker is about to
-            // look for work, before it can sleep again: producers may wake another now.
-            sched.waking.store(false, Ordering::SeqCst);
+            sched.idle.woke_up();
         }
         if let Err(e) = res {
             // epoll_wait failing is not recoverable for this worker's sockets; report it and
