@@ -17,7 +17,7 @@ use super::ident::{SockIdent, table};
 use super::packet::RPacket;
 use super::sys;
 use crate::actor::{Recipient, SystemHandle, SystemInner, WorkerLocal, with_current};
-use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -62,6 +62,9 @@ pub enum NetEvent {
 struct PollerShared {
     /// Slots marked dirty by other threads.
     remote_dirty: Mutex<Vec<u32>>,
+    /// Whether `remote_dirty` holds anything; written under its lock, read without it, so
+    /// that the poller's every pass does not take the lock for an empty list.
+    remote_pending: AtomicBool,
 }
 
 /// The network part of a system.
@@ -87,6 +90,7 @@ impl NetShared {
             pollers: (0..pollers)
                 .map(|_| PollerShared {
                     remote_dirty: Mutex::new(Vec::new()),
+                    remote_pending: AtomicBool::new(false),
                 })
                 .collect(),
             next_poller: AtomicUsize::new(0),
@@ -121,11 +125,12 @@ impl NetShared {
         if done_locally {
             return;
         }
-        self.pollers[poller]
-            .remote_dirty
-            .lock()
-            .unwrap()
-            .push(index);
+        let shared = &self.pollers[poller];
+        {
+            let mut remote = shared.remote_dirty.lock().unwrap();
+            remote.push(index);
+            shared.remote_pending.store(true, Ordering::Release);
+        }
         // The push above is released by the lock before the flag is read inside; the poller
         // raises its flag before it looks at this list (see `PollerLocal::has_remote_work`).
         if let Some(w) = sys.sched.waker(poller) {
@@ -164,6 +169,7 @@ pub(crate) struct PollerLocal {
     staged: Vec<(SockIdent, NetEvent)>,
     /// Reused buffers.
     batch: Vec<NetEvent>,
+    flushed: Vec<(u32, ConnId, usize)>,
     /// Sockets whose reading is paused until their owner's mailbox shrinks.
     paused: Vec<(SockIdent, ConnId, Recipient<NetEvent>)>,
     spare_outbox: Vec<bytes::Bytes>,
@@ -176,6 +182,7 @@ impl PollerLocal {
             dirty: Vec::new(),
             staged: Vec::new(),
             batch: Vec::new(),
+            flushed: Vec::new(),
             paused: Vec::new(),
             spare_outbox: Vec::new(),
         }
@@ -200,8 +207,11 @@ fn stage(sys: &SystemInner, sock: SockIdent, ev: NetEvent) {
 /// Moves dirty outboxes into their connections and writes them.
 pub(crate) fn flush(sys: &SystemInner, local: &WorkerLocal, engine: &mut Engine) {
     let mut dirty = std::mem::take(&mut local.net.borrow_mut().dirty);
-    if let Some(p) = sys.net.pollers.get(local.index) {
+    if let Some(p) = sys.net.pollers.get(local.index)
+        && p.remote_pending.load(Ordering::Acquire)
+    {
         let mut remote = p.remote_dirty.lock().unwrap();
+        p.remote_pending.store(false, Ordering::Relaxed);
         if dirty.is_empty() {
             std::mem::swap(&mut dirty, &mut remote);
         } else {
@@ -213,7 +223,7 @@ pub(crate) fn flush(sys: &SystemInner, local: &WorkerLocal, engine: &mut Engine)
         return;
     }
     let mut frames = std::mem::take(&mut local.net.borrow_mut().spare_outbox);
-    let mut flushed: Vec<(u32, ConnId, usize)> = Vec::new();
+    let mut flushed = std::mem::take(&mut local.net.borrow_mut().flushed);
     for &index in &dirty {
         let Some((conn, close, published)) = table().take_outbox(index, &mut frames) else {
             continue;
@@ -233,7 +243,7 @@ pub(crate) fn flush(sys: &SystemInner, local: &WorkerLocal, engine: &mut Engine)
     engine.flush_dirty();
     // Publish what each connection still holds, for the senders' write limit (the usual
     // case, everything written and nothing published before, needs no lock).
-    for (index, conn, published) in flushed {
+    for &(index, conn, published) in &flushed {
         let queued = conn.queued_bytes(engine);
         if queued != published
             && let Some(slot) = table().get(index)
@@ -247,6 +257,8 @@ pub(crate) fn flush(sys: &SystemInner, local: &WorkerLocal, engine: &mut Engine)
         net.dirty = dirty;
     }
     net.spare_outbox = frames;
+    flushed.clear();
+    net.flushed = flushed;
 }
 
 /// Hands the staged events to the sockets' owners, one batch per run of events of a socket,
