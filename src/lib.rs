@@ -21,6 +21,13 @@
 //! A packet is a 4-byte little-endian `u32` payload length followed by that many bytes. Typed
 //! fields are little-endian without padding; strings carry a trailing NUL on the wire. This is
 //! the format of the C framework that kendynet reimagines, so the two interoperate.
+//!
+//! ## Layout
+//!
+//! Dependencies point one way: `sync` (the switch between std and loom) and `net::sys` (every
+//! libc call) at the bottom; `mailbox` and `net` on them; `actor` on `mailbox`, knowing
+//! nothing of sockets; and [`runtime`] on top, the only module that names both `net` and
+//! `actor`.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -30,23 +37,16 @@ pub mod actor;
 pub mod error;
 pub(crate) mod mailbox;
 pub mod net;
+pub mod runtime;
 
 pub use actor::{
-    Actor, ActorId, Addr, Builder, Context, Pool, PoolRouting, Recipient, RegistryError,
-    RestartPolicy, ShutdownReport, SpawnOptions, StopReason, System, SystemHandle,
+    Actor, ActorId, Addr, Context, Pool, PoolRouting, Recipient, RegistryError, RestartPolicy,
+    SpawnOptions, StopReason, SystemHandle,
 };
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};
-pub use net::{ConnOptions, DisconnectReason, NetEvent, SockError, SockIdent};
-
-/// The internals the loom models in `loom_tests/` drive; only built under `--cfg loom`.
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod __loom {
-    pub use crate::mailbox::{Mailbox, PushError, SchedState};
-    pub use crate::net::ident::SockTable;
-    pub use crate::sync::{IdleWorkers, NameMap, SleepFlag};
-}
+pub use net::{ConnOptions, DisconnectReason};
+pub use runtime::{Builder, NetEvent, ShutdownReport, SockError, SockIdent, System};
 
 /// The README's examples, compiled as doc tests so that they stay true.
 #[cfg(doctest)]

@@ -2,7 +2,7 @@
 //! onto it ([`Addr`], [`Recipient`]) and the [`Context`] a handler gets.
 
 use super::scheduler::{Runnable, Task, Turn};
-use super::system::SystemInner;
+use super::system::{Registered, RegistryError, Stoppable, SystemHandle, SystemInner};
 use super::{Actor, ActorId, RestartPolicy, StopReason};
 use crate::error::TrySendError;
 use crate::mailbox::{Mailbox, PushError, SchedState};
@@ -24,11 +24,6 @@ pub(crate) enum SystemMsg {
 /// Something that wants to hear when an actor stops.
 pub(crate) trait Watcher: Send + Sync + 'static {
     fn notify_stopped(self: Arc<Self>, id: ActorId, reason: StopReason);
-}
-
-/// Stops an actor from outside (shutdown), whatever its type.
-pub(crate) trait Stoppable: Send + Sync + 'static {
-    fn request_stop(self: Arc<Self>, reason: StopReason);
 }
 
 /// A factory and the record of recent restarts.
@@ -287,7 +282,7 @@ impl<A: Actor> ActorCell<A> {
 
     /// Stops for good: refuse new messages, run `stopped`, free names, tell watchers.
     /// Returns the system's reference to this cell, which the worker drops after the turn.
-    fn finish(self: &Arc<Self>, st: &mut RunState<A>, reason: StopReason) -> Arc<dyn Stoppable> {
+    fn finish(self: &Arc<Self>, st: &mut RunState<A>, reason: StopReason) -> Arc<dyn Runnable> {
         *self.stop_reason.lock().unwrap() = Some(reason.clone());
         let (unhandled, system) = self.mailbox.close();
         drop(unhandled);
@@ -312,9 +307,13 @@ impl<A: Actor> ActorCell<A> {
         // The table's reference goes back to the worker, to be dropped after this turn (the
         // cell must outlive the code running in it); if the table no longer had it, the
         // caller's reference does the same job.
-        self.system
+        match self
+            .system
             .actor_stopped(self.live_key.load(Ordering::Relaxed))
-            .unwrap_or_else(|| self.clone() as Arc<dyn Stoppable>)
+        {
+            Some(table_ref) => table_ref as Arc<dyn Runnable>,
+            None => self.clone() as Arc<dyn Runnable>,
+        }
     }
 
     /// Adds a watcher, or tells it at once if this actor has already stopped.
@@ -333,7 +332,7 @@ impl<A: Actor> ActorCell<A> {
 
 impl<A: Actor> Runnable for ActorCell<A> {
     fn run_turn(&self, budget: usize) -> Turn {
-        // SAFETY: cells only ever live in an `Arc` (see `SystemInner::spawn_inner`), so `self`
+        // SAFETY: cells only ever live in an `Arc` (see `cell::spawn`), so `self`
         // is the pointer `Arc::into_raw` would give; `ManuallyDrop` leaves the count alone.
         let this = ManuallyDrop::new(unsafe { Arc::from_raw(self as *const Self) });
         this.turn(budget)
@@ -534,6 +533,8 @@ pub(crate) trait Route<M>: Send + Sync + 'static {
     fn id(&self) -> ActorId;
     fn alive(&self) -> bool;
     fn queued(&self) -> usize;
+    /// The system of the actors it routes to.
+    fn system(&self) -> &SystemInner;
 }
 
 impl<M: Send + 'static> Clone for Recipient<M> {
@@ -609,6 +610,14 @@ impl<M: Send + 'static> Recipient<M> {
         }
     }
 
+    /// The system of the actor behind it.
+    pub(crate) fn system(&self) -> &SystemInner {
+        match &self.target {
+            Target::Actor(a) => a.system(),
+            Target::Routed(r) => r.system(),
+        }
+    }
+
     /// Queues past the mailbox capacity (network events: their back-pressure is the
     /// socket's own limits).
     pub(crate) fn force(&self, msg: M) -> Result<(), TrySendError<M>> {
@@ -664,15 +673,16 @@ impl<A: Actor> Context<'_, A> {
     }
 
     /// The system this actor runs in.
-    pub fn system(&self) -> super::SystemHandle {
-        super::SystemHandle {
+    pub fn system(&self) -> SystemHandle {
+        SystemHandle {
             inner: self.cell.system.clone(),
         }
     }
 
     /// Spawns another actor in the same system.
     pub fn spawn<B: Actor>(&self, actor: B) -> Addr<B> {
-        self.cell.system.spawn(actor)
+        spawn(&self.cell.system, actor, Supervision::None, None, None)
+            .unwrap_or_else(|_| unreachable!("an unnamed spawn cannot fail"))
     }
 
     /// Watches `other`: when it stops, [`Actor::watched_stopped`] runs here with its id and
@@ -691,8 +701,76 @@ impl<A: Actor> Context<'_, A> {
     /// Registers this actor under `name`; the name is freed when the actor stops.
     ///
     /// # Errors
-    /// [`RegistryError::NameTaken`](super::RegistryError::NameTaken) if another actor holds it.
-    pub fn register(&self, name: &str) -> Result<(), super::RegistryError> {
-        self.cell.system.register(name, &self.addr())
+    /// [`RegistryError::NameTaken`] if another actor holds it.
+    pub fn register(&self, name: &str) -> Result<(), RegistryError> {
+        register(&self.cell.system, name, &self.addr())
     }
+}
+
+/// How a spawned actor is supervised.
+pub(crate) enum Supervision<A> {
+    None,
+    /// Rebuilt in place by the factory after a panic, within the policy.
+    Restart(Box<dyn FnMut() -> A + Send>, RestartPolicy),
+}
+
+/// Spawns an actor into `system`; `capacity` overrides the system default, `name` registers
+/// it before it can run (a taken name spawns nothing).
+pub(crate) fn spawn<A: Actor>(
+    system: &Arc<SystemInner>,
+    actor: A,
+    supervision: Supervision<A>,
+    capacity: Option<usize>,
+    name: Option<&str>,
+) -> Result<Addr<A>, RegistryError> {
+    let id = system.next_actor_id();
+    let capacity = capacity.unwrap_or(system.mailbox_capacity);
+    let restart = match supervision {
+        Supervision::None => None,
+        Supervision::Restart(factory, policy) => Some((factory, policy)),
+    };
+    // Allocate outside the live table's lock; under it, only take a slot and publish.
+    let cell = Arc::new(ActorCell::new(id, actor, system.clone(), capacity, restart));
+    if let Some(name) = name {
+        let value: Registered = (id, cell.clone() as Arc<dyn std::any::Any + Send + Sync>);
+        system.claim_name(name, value)?;
+        // Not scheduled yet: the note waits for the first turn.
+        cell.note_registered(name);
+    }
+    system.add_live(cell.clone() as Arc<dyn Stoppable>, |key| {
+        cell.set_live_key(key)
+    });
+    let addr = Addr { cell };
+    // Schedule the first turn, which runs `started`.
+    addr.cell.notify();
+    Ok(addr)
+}
+
+/// Registers `addr` under `name` until the actor stops.
+pub(crate) fn register<A: Actor>(
+    system: &SystemInner,
+    name: &str,
+    addr: &Addr<A>,
+) -> Result<(), RegistryError> {
+    let value: Registered = (
+        addr.id(),
+        addr.cell.clone() as Arc<dyn std::any::Any + Send + Sync>,
+    );
+    system.claim_name(name, value)?;
+    // The actor frees its names when it stops; tell it this one is its own.
+    if addr
+        .cell
+        .push_system(SystemMsg::Registered(name.to_owned()))
+        .is_err()
+    {
+        system.unregister_if(name, addr.id());
+        return Err(RegistryError::ActorStopped);
+    }
+    Ok(())
+}
+
+/// The actor of type `A` registered under `name`, if any.
+pub(crate) fn lookup<A: Actor>(system: &SystemInner, name: &str) -> Option<Addr<A>> {
+    let cell = system.lookup_any(name)?.downcast::<ActorCell<A>>().ok()?;
+    Some(Addr { cell })
 }

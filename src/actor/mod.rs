@@ -4,31 +4,30 @@
 //! [`Addr`] is cheap to clone, `Send`, and can be sent to from any thread. Messages from one
 //! sender to one actor arrive in the order they were sent.
 //!
-//! A [`System`] runs N worker threads. Each worker keeps a local run queue (with a one-task
-//! LIFO slot, so a reply to a message runs next on the same thread, without a wake-up),
-//! steals from the others and from a global injector when it runs dry, and is also a poller:
-//! it owns an epoll [`Engine`](crate::net::Engine) with its share of the sockets, so the actor
-//! that owns a socket usually runs on the thread that read its packets, and its replies leave
-//! in one `writev` at the end of the turn. An idle worker sleeps in `epoll_wait`; waking it is
-//! one eventfd write, made only when it is asleep.
+//! A [`System`](crate::System) runs N worker threads. Each worker keeps a local run queue
+//! (with a one-task LIFO slot, so a reply to a message runs next on the same thread, without a
+//! wake-up) and steals from the others and from a global injector when it runs dry. What a
+//! worker does besides (in the runtime: polling its share of the sockets, so the actor that
+//! owns a socket usually runs on the thread that read its packets) sits behind its driver,
+//! in which it also sleeps when idle; this module knows nothing of sockets.
 //!
 //! Each turn of an actor handles at most a budget of messages, so one busy actor cannot
 //! starve the others. A handler that panics never takes down a worker: the actor stops (or is
 //! restarted in place, if spawned with a [`RestartPolicy`]) and its watchers are told why.
 
 mod cell;
+mod handle;
 mod pool;
-mod scheduler;
-mod system;
+pub(crate) mod scheduler;
+pub(crate) mod system;
+mod timers;
 
 pub use cell::{Addr, Context, Recipient};
+pub use handle::SpawnOptions;
+pub(crate) use pool::RouteKey;
 pub use pool::{Pool, PoolRouting};
-pub(crate) use scheduler::{WorkerLocal, with_current};
 pub(crate) use system::SystemInner;
-pub use system::{
-    Builder, DEFAULT_MAX_CONNECTIONS, DEFAULT_OWNER_BACKLOG, RegistryError, ShutdownReport,
-    SpawnOptions, System, SystemHandle,
-};
+pub use system::{RegistryError, SystemHandle};
 
 use std::fmt;
 use std::time::Duration;

@@ -9,9 +9,9 @@
 //! [`SockIdent::to_u64`](crate::SockIdent::to_u64) to keep each socket's packets in order).
 
 use super::cell::Route;
+use super::system::SystemInner;
 use super::{Actor, ActorId, Addr, Recipient, SystemHandle};
 use crate::error::TrySendError;
-use crate::net::NetEvent;
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 use std::fmt;
 
@@ -137,14 +137,11 @@ impl<A: Actor> Pool<A> {
         self.member_for(key).send(msg)
     }
 
-    /// A socket owner for [`SystemHandle::listen`] and [`SystemHandle::connect`]: each
-    /// socket's events all go to one instance (chosen by the socket, as
-    /// [`Pool::send_keyed`] does), so every instance sees its sockets' `Connected`, packets
-    /// and `Disconnected` in order, and the sockets are spread over the pool: the C
-    /// original's thread pool draining one network dispatcher.
-    pub fn socket_owner(&self) -> Recipient<NetEvent>
+    /// A recipient that routes each message to the instance its [`RouteKey`] picks (as
+    /// [`Pool::send_keyed`] does).
+    pub(crate) fn keyed_router<M: RouteKey>(&self) -> Recipient<M>
     where
-        A::Msg: From<NetEvent>,
+        A::Msg: From<M>,
     {
         Recipient::routed(Arc::new(self.clone()))
     }
@@ -178,18 +175,18 @@ impl<A: Actor> Pool<A> {
     }
 }
 
-impl<A: Actor> Route<NetEvent> for Pool<A>
+/// Messages that a pool routes by key: equal keys reach the same instance, in order.
+pub(crate) trait RouteKey: Send + 'static {
+    fn route_key(&self) -> u64;
+}
+
+impl<A: Actor, M: RouteKey> Route<M> for Pool<A>
 where
-    A::Msg: From<NetEvent>,
+    A::Msg: From<M>,
 {
-    fn route(&self, ev: NetEvent, force: bool) -> Result<(), TrySendError<NetEvent>> {
-        let key = match &ev {
-            NetEvent::Connected { sock, .. }
-            | NetEvent::Packet { sock, .. }
-            | NetEvent::Disconnected { sock, .. } => sock.to_u64(),
-            NetEvent::ConnectFailed { addr, .. } => u64::from(addr.port()),
-        };
-        let member: Recipient<NetEvent> = self.member_for(key).recipient();
+    fn route(&self, ev: M, force: bool) -> Result<(), TrySendError<M>> {
+        let key = ev.route_key();
+        let member: Recipient<M> = self.member_for(key).recipient();
         if force {
             member.force(ev)
         } else {
@@ -207,5 +204,9 @@ where
 
     fn queued(&self) -> usize {
         self.members.iter().map(Addr::mailbox_len).sum()
+    }
+
+    fn system(&self) -> &SystemInner {
+        &self.members[0].cell.system
     }
 }

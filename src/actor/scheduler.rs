@@ -7,34 +7,39 @@
 //! is, and a worker that puts a task there wakes one sleeping worker, if any, to steal it. A
 //! run of LIFO tasks is capped so that two actors bouncing messages cannot starve the deque.
 //!
-//! A worker that finds no task sleeps in its engine's `epoll_wait`, which also covers its
-//! sockets and timers. Going to sleep and waking follow one protocol (checked in
-//! `loom_tests/`): the sleeper counts itself in `sleepers`, raises its engine's sleeping flag,
-//! issues a `SeqCst` fence and looks for work once more; a producer makes its work visible,
-//! issues a `SeqCst` fence, and wakes a worker whose flag it manages to clear. One of the two
-//! always sees the other, so no task waits while every worker sleeps.
+//! The scheduler knows nothing of sockets. What a worker does besides running actors (for the
+//! runtime: polling its share of the sockets) sits behind its [`Driver`], which the worker
+//! calls after each batch of turns and in which it parks when it finds no task, as tokio's
+//! workers reach their I/O driver only through their park.
+//!
+//! Going to sleep and waking follow one protocol (checked in `loom_tests/`): the sleeper
+//! counts itself in `sleepers`, has its driver raise its sleeping flag (a `SeqCst` fence
+//! follows), and looks for work once more; a producer makes its work visible, issues a
+//! `SeqCst` fence, and wakes a worker whose flag it manages to clear. One of the two always
+//! sees the other, so no task waits while every worker sleeps.
+//!
+//! Actor timers live on the workers too: a timer set on a worker joins that worker's queue, one
+//! set from another thread goes to the workers in turn, and a parked worker's wait ends at its
+//! next deadline.
 
-use super::cell::Stoppable;
-use super::system::SystemInner;
-use crate::net::poller::PollerLocal;
-use crate::net::{Engine, EngineHandle};
+use super::timers::{TimerFn, TimerQueue};
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
-use crate::sync::{Arc, IdleWorkers};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, IdleWorkers, Mutex, Ordering, thread_local};
 use std::cell::{Cell, RefCell};
+use std::io;
 use std::ptr::NonNull;
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Messages one actor handles per turn before others get the worker.
 pub(crate) const TURN_BUDGET: usize = 128;
-/// Tasks a worker runs between two looks at its sockets.
+/// Tasks a worker runs between two looks at its driver.
 const TASKS_PER_POLL: usize = 256;
 /// Consecutive LIFO-slot tasks before the deque gets a turn.
 const LIFO_STREAK: u32 = 32;
-/// How soon a worker with paused sockets looks again whether their owners caught up.
-const PAUSED_RECHECK: Duration = Duration::from_millis(1);
 /// Every this many tasks the injector is checked before the local deque (fairness).
 const INJECTOR_EVERY: u32 = 31;
+/// While shutting down, an idle worker looks again this often instead of sleeping for good.
+const SHUTDOWN_RECHECK: Duration = Duration::from_millis(10);
 
 /// Something a worker can run: one actor turn.
 pub(crate) trait Runnable: Send + Sync + 'static {
@@ -49,7 +54,7 @@ pub(crate) enum Turn {
     /// The budget ran out with messages left: queue the task again.
     Again,
     /// The actor stopped. The system's reference to it, kept alive until the turn is over.
-    Finished(Arc<dyn Stoppable>),
+    Finished(Arc<dyn Runnable>),
 }
 
 /// A queued actor turn: a pointer to the actor's cell, without a reference count.
@@ -86,39 +91,85 @@ impl Task {
     }
 }
 
-/// What an actor timer runs when it fires.
-pub(crate) type TimerFn = Box<dyn FnOnce() + Send>;
+/// What a worker thread does besides running actors, owned by that thread. The runtime's
+/// implementation polls the worker's share of the sockets; tests and the loom models plug in
+/// others.
+pub(crate) trait Driver {
+    /// After a batch of turns: push out what the turns produced (writes) and hand in what is
+    /// ready (events for actors). Returns how soon the driver wants to be looked at again
+    /// even if no I/O arrives (for example sockets paused until their owners catch up).
+    fn after_turns(&mut self) -> Option<Duration>;
+
+    /// Waits at most `timeout` (`None`: until woken) for I/O or a wake-up through its
+    /// [`Unpark`], then dispatches what arrived. A wait that may block must announce the
+    /// sleep first and then ask `has_work` (and its own cross-thread queues) once more, so
+    /// that work queued before the announcement is not slept through.
+    ///
+    /// # Errors
+    /// The OS error of the wait; the worker reports it and keeps going.
+    fn park(&mut self, timeout: Option<Duration>, has_work: &dyn Fn() -> bool) -> io::Result<()>;
+
+    /// The worker leaves for good: end what the driver holds.
+    fn exit(&mut self);
+}
+
+/// The cross-thread half of a [`Driver`]: waking its worker.
+pub(crate) trait Unpark: Send + Sync {
+    /// Wakes the worker only if it is asleep (or about to be); returns whether it was.
+    fn wake_if_sleeping(&self) -> bool;
+    /// Interrupts the worker's current or next wait.
+    fn wake(&self);
+}
+
+/// Per-worker state shared with other threads.
+struct WorkerShared {
+    unpark: Arc<dyn Unpark>,
+    /// Timers set from other threads, for this worker to take into its queue.
+    remote_timers: Mutex<Vec<(Instant, TimerFn)>>,
+    remote_timers_pending: AtomicBool,
+}
 
 /// The scheduler's shared part.
 pub(crate) struct Scheduler {
     injector: Injector<Task>,
     stealers: Vec<Stealer<Task>>,
-    /// Each worker's engine handle: its wake-up, and the way to post work to it.
-    wakers: OnceLock<Vec<EngineHandle>>,
+    workers: Vec<WorkerShared>,
     /// How many workers sleep.
     idle: IdleWorkers,
+    /// The worker that gets the next timer set from outside the pool.
+    next_timer_worker: AtomicUsize,
+    spin_before_sleep: Duration,
+    shutting_down: AtomicBool,
+    exit: AtomicBool,
 }
 
 impl Scheduler {
-    /// A scheduler for `workers` workers; returns their local deques too.
-    pub(crate) fn new(workers: usize) -> (Scheduler, Vec<Worker<Task>>) {
-        let locals: Vec<Worker<Task>> = (0..workers).map(|_| Worker::new_fifo()).collect();
+    /// A scheduler whose worker `i` is woken through `unparkers[i]`; returns the workers'
+    /// local deques too.
+    pub(crate) fn new(
+        unparkers: Vec<Arc<dyn Unpark>>,
+        spin_before_sleep: Duration,
+    ) -> (Scheduler, Vec<Worker<Task>>) {
+        let locals: Vec<Worker<Task>> = unparkers.iter().map(|_| Worker::new_fifo()).collect();
         let stealers = locals.iter().map(Worker::stealer).collect();
         let sched = Scheduler {
             injector: Injector::new(),
             stealers,
-            wakers: OnceLock::new(),
+            workers: unparkers
+                .into_iter()
+                .map(|unpark| WorkerShared {
+                    unpark,
+                    remote_timers: Mutex::new(Vec::new()),
+                    remote_timers_pending: AtomicBool::new(false),
+                })
+                .collect(),
             idle: IdleWorkers::new(),
+            next_timer_worker: AtomicUsize::new(0),
+            spin_before_sleep,
+            shutting_down: AtomicBool::new(false),
+            exit: AtomicBool::new(false),
         };
         (sched, locals)
-    }
-
-    pub(crate) fn set_wakers(&self, wakers: Vec<EngineHandle>) {
-        let _ = self.wakers.set(wakers);
-    }
-
-    pub(crate) fn waker(&self, worker: usize) -> Option<&EngineHandle> {
-        self.wakers.get().and_then(|w| w.get(worker))
     }
 
     pub(crate) fn workers(&self) -> usize {
@@ -145,21 +196,17 @@ impl Scheduler {
         if !self.idle.should_wake() {
             return;
         }
-        if let Some(wakers) = self.wakers.get() {
-            for w in wakers {
-                if w.wake_if_sleeping() {
-                    return;
-                }
+        for w in &self.workers {
+            if w.unpark.wake_if_sleeping() {
+                return;
             }
         }
     }
 
     /// Wakes every worker (shutdown).
     pub(crate) fn wake_all(&self) {
-        if let Some(wakers) = self.wakers.get() {
-            for w in wakers {
-                let _ = w.wake();
-            }
+        for w in &self.workers {
+            w.unpark.wake();
         }
     }
 
@@ -168,34 +215,56 @@ impl Scheduler {
         !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
     }
 
-    /// Runs `f` on a worker after `delay`: on this worker's engine if this thread is one of
-    /// ours, else on worker 0's.
+    /// Runs `f` on a worker after `delay`: on this worker if this thread is one of ours, else
+    /// on the workers in turn.
     pub(crate) fn run_after(&self, delay: Duration, f: TimerFn) {
+        let at = Instant::now() + delay;
         let leftover = with_current(self, |w| match w {
             Some(w) => {
-                w.timers.borrow_mut().push((delay, f));
+                w.timers.borrow_mut().insert(at, f);
                 None
             }
             None => Some(f),
         });
-        if let (Some(f), Some(w)) = (leftover, self.waker(0)) {
-            let _ = w.post(move |engine: &mut Engine| engine.post_after(delay, move |_| f()));
-        }
+        let Some(f) = leftover else { return };
+        let i = self.next_timer_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        let w = &self.workers[i];
+        w.remote_timers.lock().unwrap().push((at, f));
+        w.remote_timers_pending.store(true, Ordering::SeqCst);
+        // The worker raises its flag before it looks at `remote_timers_pending` (see `park`).
+        w.unpark.wake_if_sleeping();
+    }
+
+    /// Shutdown has begun: idle workers look around regularly instead of sleeping for good.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Tells the workers to leave once idle.
+    pub(crate) fn exit_workers(&self) {
+        self.exit.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    fn should_exit(&self) -> bool {
+        self.exit.load(Ordering::SeqCst)
     }
 }
 
 /// The part of a worker that lives on its own thread.
 pub(crate) struct WorkerLocal {
-    pub(crate) index: usize,
+    index: usize,
     sched: *const Scheduler,
     lifo: Cell<Option<Task>>,
     lifo_streak: Cell<u32>,
     ticks: Cell<u32>,
     deque: Worker<Task>,
-    /// Actor timers asked for during this pass, handed to the engine after it.
-    timers: RefCell<Vec<(Duration, TimerFn)>>,
-    /// The worker's network state (it is also a poller).
-    pub(crate) net: RefCell<PollerLocal>,
+    timers: RefCell<TimerQueue>,
 }
 
 thread_local! {
@@ -220,7 +289,7 @@ impl WorkerLocal {
     }
 
     fn has_local_work(&self) -> bool {
-        // SAFETY-free peek: take and put back (Cell<Option<Task>> has no borrow API).
+        // A peek: take and put back (Cell<Option<Task>> has no borrow API).
         let t = self.lifo.take();
         let has = t.is_some();
         self.lifo.set(t);
@@ -265,9 +334,7 @@ impl WorkerLocal {
         }
         None
     }
-}
 
-impl WorkerLocal {
     /// Steals a batch into the local deque and returns one task. If more tasks wait, another
     /// worker is woken to share them: tasks left behind by a worker that then runs a long
     /// handler would otherwise wait while others sleep.
@@ -277,12 +344,23 @@ impl WorkerLocal {
         steal: impl FnMut() -> Steal<Task>,
     ) -> Option<Task> {
         let t = steal_from(steal)?;
-        // If tasks are left, wake another worker to share them: this one may block in a
-        // handler while they wait.
         if !self.deque.is_empty() || !sched.injector.is_empty() {
             sched.wake_one();
         }
         Some(t)
+    }
+
+    /// Moves the timers other threads set for this worker into its queue.
+    fn take_remote_timers(&self, shared: &WorkerShared) {
+        if !shared.remote_timers_pending.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut remote = shared.remote_timers.lock().unwrap();
+        shared.remote_timers_pending.store(false, Ordering::SeqCst);
+        let mut timers = self.timers.borrow_mut();
+        for (at, f) in remote.drain(..) {
+            timers.insert(at, f);
+        }
     }
 }
 
@@ -297,14 +375,15 @@ fn steal_from(mut steal: impl FnMut() -> Steal<Task>) -> Option<Task> {
     }
 }
 
-/// The body of worker thread `index`: run tasks, poll sockets, sleep when idle.
+/// The body of worker thread `index`: run tasks, drive its driver, sleep when idle. Returns
+/// when the scheduler tells the workers to exit and this one has nothing left to run.
 pub(crate) fn run_worker(
     index: usize,
-    system: Arc<SystemInner>,
+    sched: &Scheduler,
     deque: Worker<Task>,
-    mut engine: Engine,
+    driver: &mut dyn Driver,
+    on_wait_error: &dyn Fn(usize, &io::Error),
 ) {
-    let sched: &Scheduler = &system.sched;
     let local = WorkerLocal {
         index,
         sched,
@@ -312,8 +391,7 @@ pub(crate) fn run_worker(
         lifo_streak: Cell::new(0),
         ticks: Cell::new(0),
         deque,
-        timers: RefCell::new(Vec::new()),
-        net: RefCell::new(PollerLocal::new(index)),
+        timers: RefCell::new(TimerQueue::new()),
     };
     CURRENT.with(|c| c.set(&local));
     struct ResetCurrent;
@@ -323,7 +401,8 @@ pub(crate) fn run_worker(
         }
     }
     let _reset = ResetCurrent;
-    let mut idle_since: Option<std::time::Instant> = None;
+    let shared = &sched.workers[index];
+    let mut idle_since: Option<Instant> = None;
 
     loop {
         for _ in 0..TASKS_PER_POLL {
@@ -340,58 +419,54 @@ pub(crate) fn run_worker(
                 Turn::Finished(keep_alive) => drop(keep_alive),
             }
         }
-        for (delay, f) in local.timers.borrow_mut().drain(..) {
-            engine.post_after(delay, move |_| f());
-        }
-        crate::net::poller::flush(&system, &local, &mut engine);
-        // A flush can end connections (a graceful close with nothing left to write, a write
-        // error): tell their owners now, not after the next wait.
-        crate::net::poller::deliver(&system, &local, &mut engine);
-
-        let paused = crate::net::poller::resume_paused(&system, &local, &mut engine);
+        let recheck = driver.after_turns();
         let idle = !local.has_local_work();
-        if idle && system.workers_should_exit() {
+        if idle && sched.should_exit() {
             break;
         }
         // Before sleeping, keep polling for a while (`Builder::spin_before_sleep`): work that
         // arrives meanwhile then costs no wake-up.
-        let spinning = if idle && !system.spin_before_sleep.is_zero() {
-            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
-            since.elapsed() < system.spin_before_sleep
+        let spinning = if idle && !sched.spin_before_sleep.is_zero() {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            since.elapsed() < sched.spin_before_sleep
         } else {
             idle_since = None;
             false
         };
-        let timeout = if !idle || spinning {
+        let mut timeout = if !idle || spinning {
             Some(Duration::ZERO)
-        } else if paused {
-            // Sockets wait for their owners to catch up: look again soon.
-            Some(PAUSED_RECHECK)
-        } else if system.is_shutting_down() {
-            // While shutting down, look again regularly instead of sleeping for good.
-            Some(Duration::from_millis(10))
+        } else if sched.is_shutting_down() {
+            Some(recheck.map_or(SHUTDOWN_RECHECK, |r| r.min(SHUTDOWN_RECHECK)))
         } else {
-            None
+            recheck
         };
-        let timeout = engine.bounded_timeout(timeout);
+        if let Some(next) = local.timers.borrow().next_deadline() {
+            let until = next.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(until, |t| t.min(until)));
+        }
         let may_sleep = timeout != Some(Duration::ZERO);
         if may_sleep {
             sched.idle.going_to_sleep();
         }
-        let has_work = || sched.has_stealable_work() || local.net.borrow().has_remote_work(&system);
-        let res = engine.wait_and_dispatch_with(timeout, &has_work);
+        let has_work =
+            || sched.has_stealable_work() || shared.remote_timers_pending.load(Ordering::SeqCst);
+        let res = driver.park(timeout, &has_work);
         if may_sleep {
             sched.idle.woke_up();
         }
         if let Err(e) = res {
-            // epoll_wait failing is not recoverable for this worker's sockets; report it and
-            // keep running tasks rather than spinning on the error.
-            eprintln!("kendynet: worker {index}: epoll_wait failed: {e}");
-            std::thread::sleep(Duration::from_millis(10));
+            // A failing wait is not recoverable for this worker's I/O; report it and keep
+            // running tasks rather than spinning on the error.
+            on_wait_error(index, &e);
+            crate::sync::thread::pause(Duration::from_millis(10));
         }
-        engine.run_timers();
-        engine.run_posted();
-        crate::net::poller::deliver(&system, &local, &mut engine);
+        local.take_remote_timers(shared);
+        let due = local.timers.borrow_mut().take_due(Instant::now());
+        let mut due = due;
+        for f in due.drain(..) {
+            f();
+        }
+        local.timers.borrow_mut().recycle(due);
     }
-    crate::net::poller::worker_exit(&system, &local, &mut engine);
+    driver.exit();
 }

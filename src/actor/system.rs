@@ -1,225 +1,24 @@
-//! The system: worker threads, the table of live actors, the name registry, shutdown.
+//! The core of a system: its scheduler, the table of live actors and the name registry.
+//!
+//! This module knows no actor type (cells register themselves as [`Stoppable`] and as
+//! `Any` in the registry) and no sockets: the runtime composes a system from this core, its
+//! workers' drivers and whatever services it adds ([`SystemInner::services`]).
 
-use super::cell::{ActorCell, Stoppable, SystemMsg};
-use super::scheduler::{Scheduler, run_worker};
-use super::{Actor, ActorId, Addr, RestartPolicy, StopReason};
-use crate::net::poller::NetShared;
-use crate::net::{ConnOptions, Engine};
-use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, NameMap, Ordering, SpinLock};
+use super::scheduler::{Runnable, Scheduler};
+use super::{ActorId, StopReason};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, NameMap, Ordering, SpinLock};
 use slab::Slab;
 use std::any::Any;
 use std::fmt;
-use std::io;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-/// The default number of sockets a system holds at once ([`Builder::max_connections`]).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
-/// Readiness events a worker takes per pass: each pass reads, runs the owners and writes
-/// the replies before the next one, so a small batch lets the first replies leave early
-/// (peers get their answers while the worker is still busy with other sockets).
-const EVENTS_PER_PASS: usize = 64;
-/// The default owner backlog ([`Builder::owner_backlog`]).
-pub const DEFAULT_OWNER_BACKLOG: usize = 16_384;
-
-/// Configures and starts a [`System`].
-#[derive(Clone, Debug)]
-pub struct Builder {
-    workers: usize,
-    pollers: Option<usize>,
-    mailbox_capacity: usize,
-    max_connections: usize,
-    owner_backlog: usize,
-    spin_before_sleep: Duration,
-    conn_options: ConnOptions,
-    name: String,
+/// Stops an actor from outside (shutdown), whatever its type. A `Runnable`, so that the live
+/// table's reference can be handed to the worker as the keep-alive of a last turn.
+pub(crate) trait Stoppable: Runnable {
+    fn request_stop(self: Arc<Self>, reason: StopReason);
 }
 
-impl Default for Builder {
-    fn default() -> Builder {
-        Builder {
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            pollers: None,
-            mailbox_capacity: 0,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            owner_backlog: DEFAULT_OWNER_BACKLOG,
-            spin_before_sleep: Duration::ZERO,
-            conn_options: ConnOptions::default(),
-            name: "kendynet".to_owned(),
-        }
-    }
-}
-
-impl Builder {
-    /// Worker threads. Default: the number of CPUs.
-    #[must_use]
-    pub fn workers(mut self, n: usize) -> Builder {
-        self.workers = n.max(1);
-        self
-    }
-
-    /// How many of the workers also poll sockets (each with its own epoll). Default: all.
-    #[must_use]
-    pub fn pollers(mut self, n: usize) -> Builder {
-        self.pollers = Some(n.max(1));
-        self
-    }
-
-    /// The default mailbox capacity of spawned actors; 0 (the default) means unbounded.
-    /// Network events are always accepted (their back-pressure is the sockets' limits).
-    #[must_use]
-    pub fn mailbox_capacity(mut self, n: usize) -> Builder {
-        self.mailbox_capacity = n;
-        self
-    }
-
-    /// The most sockets open at once; an accept beyond it is closed at once. Default
-    /// [`DEFAULT_MAX_CONNECTIONS`].
-    #[must_use]
-    pub fn max_connections(mut self, n: usize) -> Builder {
-        self.max_connections = n.max(1);
-        self
-    }
-
-    /// Back-pressure from actors to sockets: when a socket's owner has more than this many
-    /// messages waiting, the socket stops reading (TCP then slows the peer down) until the
-    /// backlog falls to half. Default [`DEFAULT_OWNER_BACKLOG`].
-    #[must_use]
-    pub fn owner_backlog(mut self, messages: usize) -> Builder {
-        self.owner_backlog = messages.max(1);
-        self
-    }
-
-    /// How long an idle worker keeps polling (its sockets and the run queues) before it
-    /// sleeps in `epoll_wait`. Spinning saves the wake-up of a sleeping thread (tens of
-    /// microseconds on virtual machines) for work that arrives soon, at the price of a busy
-    /// core while idle. Default: zero (sleep at once).
-    #[must_use]
-    pub fn spin_before_sleep(mut self, spin: Duration) -> Builder {
-        self.spin_before_sleep = spin;
-        self
-    }
-
-    /// The default per-socket options (limits, timeouts, raw mode) of `listen`/`connect`.
-    #[must_use]
-    pub fn conn_options(mut self, options: ConnOptions) -> Builder {
-        self.conn_options = options;
-        self
-    }
-
-    /// The prefix of the worker threads' names.
-    #[must_use]
-    pub fn name(mut self, name: &str) -> Builder {
-        self.name = name.to_owned();
-        self
-    }
-
-    /// Starts the workers.
-    ///
-    /// # Errors
-    /// The OS error of creating an engine (epoll, eventfd) or a thread.
-    pub fn build(self) -> io::Result<System> {
-        let pollers = self.pollers.unwrap_or(self.workers).min(self.workers);
-        let (sched, deques) = Scheduler::new(self.workers);
-        let inner = Arc::new(SystemInner {
-            sched,
-            registry: NameMap::new(),
-            live: SpinLock::new(Slab::new()),
-            live_count: AtomicUsize::new(0),
-            next_id: AtomicU64::new(1),
-            net: NetShared::new(
-                pollers,
-                self.max_connections,
-                self.owner_backlog,
-                self.conn_options.clone(),
-            ),
-            mailbox_capacity: self.mailbox_capacity,
-            spin_before_sleep: self.spin_before_sleep,
-            shutting_down: AtomicBool::new(false),
-            exit: AtomicBool::new(false),
-        });
-        let mut threads = Vec::with_capacity(self.workers);
-        let mut wakers = Vec::with_capacity(self.workers);
-        let (tx, rx) = std::sync::mpsc::channel();
-        for (index, deque) in deques.into_iter().enumerate() {
-            let system = inner.clone();
-            let tx = tx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("{}-worker-{index}", self.name))
-                .spawn(move || {
-                    let engine = match Engine::new() {
-                        Ok(mut e) => {
-                            e.set_events_per_wait(EVENTS_PER_PASS);
-                            e
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = tx.send(Ok((index, engine.handle())));
-                    drop(tx);
-                    run_worker(index, system, deque, engine);
-                });
-            match spawned {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    inner.exit.store(true, Ordering::SeqCst);
-                    return Err(e);
-                }
-            }
-        }
-        drop(tx);
-        let mut handles: Vec<Option<crate::net::EngineHandle>> = vec![None; self.workers];
-        for _ in 0..self.workers {
-            match rx.recv() {
-                Ok(Ok((index, handle))) => handles[index] = Some(handle),
-                Ok(Err(e)) => {
-                    inner.exit.store(true, Ordering::SeqCst);
-                    return Err(e);
-                }
-                Err(_) => return Err(io::Error::other("a worker thread died while starting")),
-            }
-        }
-        wakers.extend(
-            handles
-                .into_iter()
-                .map(|h| h.expect("every worker reported")),
-        );
-        inner.sched.set_wakers(wakers);
-        // A worker may have gone to sleep before the wakers were known: nudge them all once.
-        inner.sched.wake_all();
-        Ok(System {
-            handle: SystemHandle { inner },
-            threads,
-        })
-    }
-}
-
-/// Options of one spawn.
-#[derive(Clone, Debug, Default)]
-pub struct SpawnOptions {
-    /// Mailbox capacity: `None` takes the system default; `Some(0)` is unbounded.
-    pub mailbox_capacity: Option<usize>,
-    /// Register the actor under this name (freed when it stops).
-    pub name: Option<String>,
-}
-
-impl SpawnOptions {
-    /// Sets the mailbox capacity.
-    #[must_use]
-    pub fn mailbox_capacity(mut self, n: usize) -> SpawnOptions {
-        self.mailbox_capacity = Some(n);
-        self
-    }
-
-    /// Sets the name to register.
-    #[must_use]
-    pub fn name(mut self, name: &str) -> SpawnOptions {
-        self.name = Some(name.to_owned());
-        self
-    }
-}
+/// A registry entry: the holder's id and its cell, as `Any` for a typed lookup.
+pub(crate) type Registered = (ActorId, Arc<dyn Any + Send + Sync>);
 
 /// A name registry refusal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,8 +41,6 @@ impl fmt::Display for RegistryError {
 
 impl std::error::Error for RegistryError {}
 
-type Registered = (ActorId, Arc<dyn Any + Send + Sync>);
-
 pub(crate) struct SystemInner {
     pub(crate) sched: Scheduler,
     registry: NameMap<Registered>,
@@ -252,55 +49,48 @@ pub(crate) struct SystemInner {
     live: SpinLock<Slab<Arc<dyn Stoppable>>>,
     live_count: AtomicUsize,
     next_id: AtomicU64,
-    pub(crate) net: NetShared,
-    mailbox_capacity: usize,
-    pub(crate) spin_before_sleep: Duration,
-    shutting_down: AtomicBool,
-    exit: AtomicBool,
+    /// The default mailbox capacity of spawned actors (0: unbounded).
+    pub(crate) mailbox_capacity: usize,
+    /// What the layer that built the system keeps beside it (the runtime: its sockets).
+    services: Box<dyn Any + Send + Sync>,
 }
 
 impl SystemInner {
-    /// Spawns an actor with the system's default mailbox capacity.
-    pub(crate) fn spawn<A: Actor>(self: &Arc<Self>, actor: A) -> Addr<A> {
-        match self.spawn_inner(actor, None, None, None) {
-            Ok(addr) => addr,
-            Err(_) => unreachable!("an unnamed spawn cannot fail"),
+    pub(crate) fn new(
+        sched: Scheduler,
+        mailbox_capacity: usize,
+        services: Box<dyn Any + Send + Sync>,
+    ) -> SystemInner {
+        SystemInner {
+            sched,
+            registry: NameMap::new(),
+            live: SpinLock::new(Slab::new()),
+            live_count: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            mailbox_capacity,
+            services,
         }
     }
 
-    /// Spawns an actor; `capacity` overrides the system default, `restart` supervises it,
-    /// `name` registers it before it can run (a taken name spawns nothing).
-    fn spawn_inner<A: Actor>(
-        self: &Arc<Self>,
-        actor: A,
-        restart: Option<(Box<dyn FnMut() -> A + Send>, RestartPolicy)>,
-        capacity: Option<usize>,
-        name: Option<&str>,
-    ) -> Result<Addr<A>, RegistryError> {
-        let id = ActorId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let capacity = capacity.unwrap_or(self.mailbox_capacity);
-        // Allocate outside the lock; under it, only take a slot and publish the cell. The
-        // key is set before the cell is visible in the table (and so to a shutdown sweep).
-        let cell = Arc::new(ActorCell::new(id, actor, self.clone(), capacity, restart));
-        if let Some(name) = name {
-            let value: Registered = (id, cell.clone() as Arc<dyn Any + Send + Sync>);
-            if self.registry.try_insert(name, value).is_err() {
-                return Err(RegistryError::NameTaken(name.to_owned()));
-            }
-            // Not scheduled yet: the note waits for the first turn.
-            cell.note_registered(name);
-        }
+    /// The services of type `T` that the builder of the system put beside it.
+    pub(crate) fn services<T: Any>(&self) -> Option<&T> {
+        self.services.downcast_ref()
+    }
+
+    pub(crate) fn next_actor_id(&self) -> ActorId {
+        ActorId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Adds a cell to the live table; `set_key` runs under the table's lock, before the cell
+    /// is visible there (and so to a shutdown sweep).
+    pub(crate) fn add_live(&self, cell: Arc<dyn Stoppable>, set_key: impl FnOnce(usize)) {
         {
             let mut live = self.live.lock();
             let slot = live.vacant_entry();
-            cell.set_live_key(slot.key());
-            slot.insert(cell.clone() as Arc<dyn Stoppable>);
+            set_key(slot.key());
+            slot.insert(cell);
         }
         self.live_count.fetch_add(1, Ordering::SeqCst);
-        let addr = Addr { cell };
-        // Schedule the first turn, which runs `started`.
-        addr.cell.notify();
-        Ok(addr)
     }
 
     /// An actor's last turn is ending: takes it out of the live table and hands back the
@@ -313,50 +103,41 @@ impl SystemInner {
         removed
     }
 
-    pub(crate) fn register<A: Actor>(
-        &self,
-        name: &str,
-        addr: &Addr<A>,
-    ) -> Result<(), RegistryError> {
-        let value: Registered = (addr.id(), addr.cell.clone() as Arc<dyn Any + Send + Sync>);
-        if self.registry.try_insert(name, value).is_err() {
-            return Err(RegistryError::NameTaken(name.to_owned()));
-        }
-        // The actor frees its names when it stops; tell it this one is its own.
-        if addr
-            .cell
-            .push_system(SystemMsg::Registered(name.to_owned()))
-            .is_err()
-        {
-            self.unregister_if(name, addr.id());
-            return Err(RegistryError::ActorStopped);
-        }
-        Ok(())
+    pub(crate) fn live_count(&self) -> usize {
+        self.live_count.load(Ordering::SeqCst)
     }
 
+    /// Claims `name` for `value`; a taken name is refused, never replaced.
+    pub(crate) fn claim_name(&self, name: &str, value: Registered) -> Result<(), RegistryError> {
+        self.registry
+            .try_insert(name, value)
+            .map_err(|_| RegistryError::NameTaken(name.to_owned()))
+    }
+
+    /// Frees `name` if `id` holds it (a stopping actor frees its own names, never a newer
+    /// holder's).
     pub(crate) fn unregister_if(&self, name: &str, id: ActorId) {
         self.registry.remove_if(name, |(holder, _)| *holder == id);
     }
 
-    fn lookup<A: Actor>(&self, name: &str) -> Option<Addr<A>> {
-        let (_, any) = self.registry.get(name)?;
-        let cell = any.downcast::<ActorCell<A>>().ok()?;
-        Some(Addr { cell })
+    pub(crate) fn lookup_any(&self, name: &str) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.registry.get(name).map(|(_, any)| any)
+    }
+
+    pub(crate) fn registered_names(&self) -> usize {
+        self.registry.len()
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
+        self.sched.is_shutting_down()
     }
 
-    pub(crate) fn workers_should_exit(&self) -> bool {
-        self.exit.load(Ordering::SeqCst)
-    }
-
-    fn stop_all_actors(&self) {
+    /// Asks every live actor to stop.
+    pub(crate) fn stop_all_actors(&self, reason: StopReason) {
         let all: Vec<Arc<dyn Stoppable>> =
             self.live.lock().iter().map(|(_, a)| a.clone()).collect();
         for a in all {
-            a.request_stop(StopReason::Shutdown);
+            a.request_stop(reason.clone());
         }
     }
 }
@@ -378,181 +159,18 @@ impl fmt::Debug for SystemHandle {
 }
 
 impl SystemHandle {
-    /// Spawns an actor; its `started` runs on a worker before its first message.
-    pub fn spawn<A: Actor>(&self, actor: A) -> Addr<A> {
-        self.inner.spawn(actor)
-    }
-
-    /// Spawns an actor with options.
-    ///
-    /// # Errors
-    /// [`RegistryError::NameTaken`] if the name is held by another actor; the actor is not
-    /// spawned then.
-    pub fn spawn_with<A: Actor>(
-        &self,
-        actor: A,
-        opts: SpawnOptions,
-    ) -> Result<Addr<A>, RegistryError> {
-        self.inner
-            .spawn_inner(actor, None, opts.mailbox_capacity, opts.name.as_deref())
-    }
-
-    /// Spawns a supervised actor: when a handler panics, the actor is rebuilt in place by
-    /// `factory` (same address and mailbox) as long as `policy` allows, and stopped with
-    /// [`StopReason::RestartLimit`] after that.
-    pub fn spawn_supervised<A: Actor>(
-        &self,
-        mut factory: impl FnMut() -> A + Send + 'static,
-        policy: RestartPolicy,
-    ) -> Addr<A> {
-        let first = factory();
-        match self
-            .inner
-            .spawn_inner(first, Some((Box::new(factory), policy)), None, None)
-        {
-            Ok(addr) => addr,
-            Err(_) => unreachable!("an unnamed spawn cannot fail"),
-        }
-    }
-
-    /// Registers `addr` under `name` until the actor stops.
-    ///
-    /// # Errors
-    /// [`RegistryError::NameTaken`] if another actor holds the name (a duplicate is refused,
-    /// never replaced), [`RegistryError::ActorStopped`] if the actor has stopped.
-    pub fn register<A: Actor>(&self, name: &str, addr: &Addr<A>) -> Result<(), RegistryError> {
-        self.inner.register(name, addr)
-    }
-
-    /// Looks up an actor of type `A` by name.
-    pub fn lookup<A: Actor>(&self, name: &str) -> Option<Addr<A>> {
-        self.inner.lookup(name)
-    }
-
     /// How many names are registered.
     pub fn registered_names(&self) -> usize {
-        self.inner.registry.len()
+        self.inner.registered_names()
     }
 
     /// How many actors are alive.
     pub fn actor_count(&self) -> usize {
-        self.inner.live_count.load(Ordering::SeqCst)
+        self.inner.live_count()
     }
 
     /// The number of worker threads.
     pub fn workers(&self) -> usize {
         self.inner.sched.workers()
-    }
-}
-
-/// A running actor system: its worker threads and everything on them. Dropping it shuts it
-/// down with a deadline of five seconds.
-///
-/// `System` dereferences to [`SystemHandle`] for spawning, lookups and networking.
-pub struct System {
-    handle: SystemHandle,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl fmt::Debug for System {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.handle.fmt(f)
-    }
-}
-
-impl std::ops::Deref for System {
-    type Target = SystemHandle;
-    fn deref(&self) -> &SystemHandle {
-        &self.handle
-    }
-}
-
-/// How a shutdown went.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShutdownReport {
-    /// Whether everything stopped before the deadline (false: it was forced).
-    pub graceful: bool,
-    /// Actors still alive when the workers were stopped.
-    pub actors_left: usize,
-    /// Sockets still open when the workers were stopped.
-    pub sockets_left: usize,
-}
-
-impl System {
-    /// A builder with the defaults.
-    pub fn builder() -> Builder {
-        Builder::default()
-    }
-
-    /// A handle to clone into other threads.
-    pub fn handle(&self) -> SystemHandle {
-        self.handle.clone()
-    }
-
-    /// Shuts down: stops accepting connections, closes every socket gracefully (what was
-    /// queued for sending is written first), stops every actor (each runs `stopped`), and
-    /// joins the workers. Whatever is not done when `deadline` has passed is abandoned: the
-    /// workers leave after the turn they are in, and remaining sockets are closed.
-    pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
-        self.shutdown_inner(deadline)
-    }
-
-    fn shutdown_inner(&mut self, deadline: Duration) -> ShutdownReport {
-        let inner = &self.handle.inner;
-        let end = Instant::now() + deadline;
-        inner.shutting_down.store(true, Ordering::SeqCst);
-        inner.net.begin_shutdown(inner);
-        inner.sched.wake_all();
-        // Sockets first, so that their owners see Disconnected before they stop; half of the
-        // time at most.
-        let sockets_by = Instant::now() + deadline / 2;
-        wait_until(sockets_by, || inner.net.open_sockets() == 0);
-        let mut graceful = inner.net.open_sockets() == 0;
-        // Stop actors; ones spawned meanwhile are swept again.
-        loop {
-            inner.stop_all_actors();
-            if wait_until(
-                (Instant::now() + Duration::from_millis(50)).min(end),
-                || inner.live_count.load(Ordering::SeqCst) == 0,
-            ) || Instant::now() >= end
-            {
-                break;
-            }
-        }
-        let actors_left = inner.live_count.load(Ordering::SeqCst);
-        let sockets_left = inner.net.open_sockets();
-        graceful &= actors_left == 0 && sockets_left == 0;
-        inner.exit.store(true, Ordering::SeqCst);
-        inner.sched.wake_all();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        ShutdownReport {
-            graceful,
-            actors_left,
-            sockets_left,
-        }
-    }
-}
-
-impl Drop for System {
-    fn drop(&mut self) {
-        if !self.threads.is_empty() {
-            self.shutdown_inner(Duration::from_secs(5));
-        }
-    }
-}
-
-/// Polls `done` until it holds or `until` passes; returns whether it held. Sleeps 1 ms
-/// between looks (shutdown is not a hot path).
-fn wait_until(until: Instant, mut done: impl FnMut() -> bool) -> bool {
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
     }
 }

@@ -1,16 +1,14 @@
-//! The network layers: the epoll completion engine (layer 1), framed connections (layer 2),
-//! and the sockets of the actor runtime ([`SockIdent`], [`NetEvent`]).
+//! The network layers: the epoll completion engine (layer 1) and framed connections
+//! (layer 2). This module knows nothing of actors; the runtime (layer 3) builds on it.
 //!
 //! Both are single-threaded: an [`Engine`] and everything registered with it belong to the
-//! thread that runs it. The actor runtime (layer 3) runs one engine per worker thread.
+//! thread that runs it. The actor runtime runs one engine per worker thread.
 
 pub(crate) mod sys;
 
 mod conn;
 mod engine;
-pub(crate) mod ident;
 pub mod packet;
-pub(crate) mod poller;
 
 pub use conn::{
     ConnId, ConnOptions, Connection, DEFAULT_SEND_TIMEOUT, DEFAULT_WRITE_LIMIT, DisconnectReason,
@@ -20,9 +18,7 @@ pub use engine::{
     Completion, Engine, EngineHandle, IoKind, IoRequest, LISTEN_BACKLOG, ListenerId,
     OnClearPending, OnIoFinish, RequestError, Socket, SocketId, Submitted,
 };
-pub use ident::{SockError, SockIdent};
-pub use packet::{DEFAULT_MAX_PACKET_LEN, HEADER_LEN};
-pub use poller::NetEvent;
+pub use packet::{DEFAULT_MAX_PACKET_LEN, HEADER_LEN, RPacket, WPacket};
 
 /// Raises this process's soft limit on open descriptors to its hard limit (a server with a
 /// thousand connections needs more than the usual 1024) and returns the new limit.
@@ -31,4 +27,15 @@ pub use poller::NetEvent;
 /// The OS error of `getrlimit`/`setrlimit`.
 pub fn raise_fd_limit() -> std::io::Result<u64> {
     sys::raise_fd_limit()
+}
+
+/// Creates a listening TCP socket on `addr` (on the calling thread, so that errors and the
+/// bound address come back at once) for [`Engine::listen_on`] on an engine's thread.
+pub(crate) fn bind_listener(
+    addr: &std::net::SocketAddr,
+    backlog: i32,
+) -> std::io::Result<(std::os::fd::OwnedFd, std::net::SocketAddr)> {
+    let fd = sys::listen_tcp(addr, backlog)?;
+    let bound = sys::local_addr(std::os::fd::AsFd::as_fd(&fd))?;
+    Ok((fd, bound))
 }

@@ -1,0 +1,124 @@
+//! A worker's actor timers: what fires when, in deadline order.
+//!
+//! Only the worker's own thread touches its queue; timers set from other threads reach it
+//! through the scheduler (see `Scheduler::run_after`).
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+/// What an actor timer runs when it fires (it queues a message; it never runs a handler).
+pub(crate) type TimerFn = Box<dyn FnOnce() + Send>;
+
+struct Pending {
+    at: Instant,
+    /// Insertion order, so that timers due at the same instant fire in the order set.
+    seq: u64,
+    run: TimerFn,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Pending) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Pending) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    /// Reversed: the earliest deadline is the greatest, for the max-heap.
+    fn cmp(&self, other: &Pending) -> CmpOrdering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// A worker's pending timers.
+pub(crate) struct TimerQueue {
+    heap: BinaryHeap<Pending>,
+    seq: u64,
+    /// Reused between passes.
+    due: Vec<TimerFn>,
+}
+
+impl TimerQueue {
+    pub(crate) fn new() -> TimerQueue {
+        TimerQueue {
+            heap: BinaryHeap::new(),
+            seq: 0,
+            due: Vec::new(),
+        }
+    }
+
+    pub(crate) fn insert(&mut self, at: Instant, run: TimerFn) {
+        self.seq += 1;
+        self.heap.push(Pending {
+            at,
+            seq: self.seq,
+            run,
+        });
+    }
+
+    /// The earliest deadline, if any timer is pending.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.heap.peek().map(|p| p.at)
+    }
+
+    /// Takes every timer due at `now`, in deadline order; the caller runs them once the
+    /// queue is no longer borrowed (a timer may set another).
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<TimerFn> {
+        let mut due = std::mem::take(&mut self.due);
+        while self.heap.peek().is_some_and(|p| p.at <= now) {
+            due.push(self.heap.pop().expect("peeked").run);
+        }
+        due
+    }
+
+    /// Hands back the emptied vector of [`TimerQueue::take_due`] for reuse.
+    pub(crate) fn recycle(&mut self, mut due: Vec<TimerFn>) {
+        due.clear();
+        if self.due.capacity() < due.capacity() {
+            self.due = due;
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    #[test]
+    fn fires_in_deadline_order_then_insertion_order() {
+        let mut q = TimerQueue::new();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let t0 = Instant::now();
+        for (name, ms) in [("c", 30), ("a", 10), ("b", 10), ("d", 50)] {
+            let log = log.clone();
+            q.insert(
+                t0 + Duration::from_millis(ms),
+                Box::new(move || log.lock().unwrap().push(name)),
+            );
+        }
+        assert_eq!(q.next_deadline(), Some(t0 + Duration::from_millis(10)));
+        let due = q.take_due(t0 + Duration::from_millis(30));
+        assert_eq!(due.len(), 3);
+        for f in due {
+            f();
+        }
+        assert_eq!(*log.lock().unwrap(), ["a", "b", "c"]);
+        assert_eq!(q.len(), 1);
+        assert!(q.take_due(t0 + Duration::from_millis(49)).is_empty());
+    }
+}

@@ -1,0 +1,331 @@
+//! Building, running and shutting down a [`System`]: the actor core, with a poller as each
+//! worker's driver and the system's own socket table.
+
+use super::connect::net_of;
+use super::poller::{EngineUnpark, NetShared, Poller};
+use super::table::{MAX_SOCKETS_PER_SYSTEM, TableLease};
+use crate::actor::scheduler::{Scheduler, Task, Unpark, run_worker};
+use crate::actor::{StopReason, SystemHandle, SystemInner};
+use crate::net::{ConnOptions, Engine, EngineHandle};
+use crate::sync::deque::Worker;
+use crate::sync::{Arc, Ordering, mpsc, thread};
+use std::fmt;
+use std::io;
+use std::time::{Duration, Instant};
+
+/// The default number of sockets a system holds at once ([`Builder::max_connections`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+/// Readiness events a worker takes per pass: each pass reads, runs the owners and writes
+/// the replies before the next one, so a small batch lets the first replies leave early
+/// (peers get their answers while the worker is still busy with other sockets).
+const EVENTS_PER_PASS: usize = 64;
+/// The default owner backlog ([`Builder::owner_backlog`]).
+pub const DEFAULT_OWNER_BACKLOG: usize = 16_384;
+
+/// Configures and starts a [`System`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    workers: usize,
+    pollers: Option<usize>,
+    mailbox_capacity: usize,
+    max_connections: usize,
+    owner_backlog: usize,
+    spin_before_sleep: Duration,
+    conn_options: ConnOptions,
+    name: String,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            workers: thread::available_parallelism().map_or(1, |n| n.get()),
+            pollers: None,
+            mailbox_capacity: 0,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            owner_backlog: DEFAULT_OWNER_BACKLOG,
+            spin_before_sleep: Duration::ZERO,
+            conn_options: ConnOptions::default(),
+            name: "kendynet".to_owned(),
+        }
+    }
+}
+
+impl Builder {
+    /// Worker threads. Default: the number of CPUs.
+    #[must_use]
+    pub fn workers(mut self, n: usize) -> Builder {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// How many of the workers also poll sockets (each with its own epoll). Default: all.
+    #[must_use]
+    pub fn pollers(mut self, n: usize) -> Builder {
+        self.pollers = Some(n.max(1));
+        self
+    }
+
+    /// The default mailbox capacity of spawned actors; 0 (the default) means unbounded.
+    /// Network events are always accepted (their back-pressure is the sockets' limits).
+    #[must_use]
+    pub fn mailbox_capacity(mut self, n: usize) -> Builder {
+        self.mailbox_capacity = n;
+        self
+    }
+
+    /// The most sockets open at once; an accept beyond it is closed at once. Default
+    /// [`DEFAULT_MAX_CONNECTIONS`]; at most
+    /// [`MAX_SOCKETS_PER_SYSTEM`](crate::runtime::MAX_SOCKETS_PER_SYSTEM).
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Builder {
+        self.max_connections = n.clamp(1, MAX_SOCKETS_PER_SYSTEM);
+        self
+    }
+
+    /// Back-pressure from actors to sockets: when a socket's owner has more than this many
+    /// messages waiting, the socket stops reading (TCP then slows the peer down) until the
+    /// backlog falls to half. Default [`DEFAULT_OWNER_BACKLOG`].
+    #[must_use]
+    pub fn owner_backlog(mut self, messages: usize) -> Builder {
+        self.owner_backlog = messages.max(1);
+        self
+    }
+
+    /// How long an idle worker keeps polling (its sockets and the run queues) before it
+    /// sleeps in `epoll_wait`. Spinning saves the wake-up of a sleeping thread (tens of
+    /// microseconds on virtual machines) for work that arrives soon, at the price of a busy
+    /// core while idle. Default: zero (sleep at once).
+    #[must_use]
+    pub fn spin_before_sleep(mut self, spin: Duration) -> Builder {
+        self.spin_before_sleep = spin;
+        self
+    }
+
+    /// The default per-socket options (limits, timeouts, raw mode) of `listen`/`connect`.
+    #[must_use]
+    pub fn conn_options(mut self, options: ConnOptions) -> Builder {
+        self.conn_options = options;
+        self
+    }
+
+    /// The prefix of the worker threads' names.
+    #[must_use]
+    pub fn name(mut self, name: &str) -> Builder {
+        self.name = name.to_owned();
+        self
+    }
+
+    /// Starts the workers.
+    ///
+    /// Each worker thread makes its engine (an engine belongs to its thread) and reports its
+    /// wake-up handle; once all have, the system is assembled and each worker starts running.
+    ///
+    /// # Errors
+    /// The OS error of creating an engine (epoll, eventfd) or a thread; `OutOfMemory` if
+    /// too many systems run in this process at once (4096).
+    pub fn build(self) -> io::Result<System> {
+        let lease = TableLease::acquire().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "too many systems are running in this process",
+            )
+        })?;
+        let pollers = self.pollers.unwrap_or(self.workers).min(self.workers);
+        type Start = (Arc<SystemInner>, Worker<Task>, Arc<NetShared>);
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<(usize, EngineHandle)>>();
+        let mut threads = Vec::with_capacity(self.workers);
+        let mut starts: Vec<mpsc::Sender<Start>> = Vec::with_capacity(self.workers);
+        for index in 0..self.workers {
+            let ready = ready_tx.clone();
+            let (start_tx, start_rx) = mpsc::channel::<Start>();
+            starts.push(start_tx);
+            let spawned = thread::Builder::new()
+                .name(format!("{}-worker-{index}", self.name))
+                .spawn(move || {
+                    let engine = match Engine::new() {
+                        Ok(mut e) => {
+                            e.set_events_per_wait(EVENTS_PER_PASS);
+                            e
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok((index, engine.handle())));
+                    drop(ready);
+                    // No start: the build failed elsewhere.
+                    let Ok((system, deque, net)) = start_rx.recv() else {
+                        return;
+                    };
+                    let mut poller = Poller::new(index, engine, net.clone());
+                    let on_error = |_: usize, _: &io::Error| {
+                        net.wait_errors.fetch_add(1, Ordering::Relaxed);
+                    };
+                    run_worker(index, &system.sched, deque, &mut poller, &on_error);
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                // The threads started so far see their start channel close and leave.
+                Err(e) => return Err(e),
+            }
+        }
+        drop(ready_tx);
+        let mut engines: Vec<Option<EngineHandle>> = vec![None; self.workers];
+        for _ in 0..self.workers {
+            match ready_rx.recv() {
+                Ok(Ok((index, handle))) => engines[index] = Some(handle),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(io::Error::other("a worker thread died while starting")),
+            }
+        }
+        let engines: Vec<EngineHandle> = engines
+            .into_iter()
+            .map(|h| h.expect("every worker reported"))
+            .collect();
+        let unparkers: Vec<Arc<dyn Unpark>> = engines
+            .iter()
+            .map(|h| Arc::new(EngineUnpark(h.clone())) as Arc<dyn Unpark>)
+            .collect();
+        let net = Arc::new(NetShared::new(
+            engines.into_iter().take(pollers).collect(),
+            lease,
+            self.max_connections,
+            self.owner_backlog,
+            self.conn_options,
+        ));
+        let (sched, deques) = Scheduler::new(unparkers, self.spin_before_sleep);
+        let inner = Arc::new(SystemInner::new(
+            sched,
+            self.mailbox_capacity,
+            Box::new(net.clone()),
+        ));
+        for (start, deque) in starts.into_iter().zip(deques) {
+            // A worker that died meanwhile is noticed at join.
+            let _ = start.send((inner.clone(), deque, net.clone()));
+        }
+        Ok(System {
+            handle: SystemHandle { inner },
+            threads,
+        })
+    }
+}
+
+/// A running actor system: its worker threads and everything on them. Dropping it shuts it
+/// down with a deadline of five seconds.
+///
+/// `System` dereferences to [`SystemHandle`] for spawning, lookups and networking.
+pub struct System {
+    handle: SystemHandle,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl fmt::Debug for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.handle.fmt(f)
+    }
+}
+
+impl std::ops::Deref for System {
+    type Target = SystemHandle;
+    fn deref(&self) -> &SystemHandle {
+        &self.handle
+    }
+}
+
+/// How a shutdown went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Whether everything stopped before the deadline (false: it was forced).
+    pub graceful: bool,
+    /// Actors still alive when the workers were stopped.
+    pub actors_left: usize,
+    /// Sockets still open when the workers were stopped.
+    pub sockets_left: usize,
+}
+
+impl System {
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A handle to clone into other threads.
+    pub fn handle(&self) -> SystemHandle {
+        self.handle.clone()
+    }
+
+    /// Shuts down: stops accepting connections, closes every socket gracefully (what was
+    /// queued for sending is written first), stops every actor (each runs `stopped`), and
+    /// joins the workers. Whatever is not done when `deadline` has passed is abandoned: the
+    /// workers leave after the turn they are in, and remaining sockets are closed.
+    pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
+        self.shutdown_inner(deadline)
+    }
+
+    fn shutdown_inner(&mut self, deadline: Duration) -> ShutdownReport {
+        let inner = &self.handle.inner;
+        let net = net_of(inner);
+        let end = Instant::now() + deadline;
+        inner.sched.begin_shutdown();
+        net.begin_shutdown();
+        // Sockets first, so that their owners see Disconnected before they stop; half of the
+        // time at most.
+        let sockets_by = Instant::now() + deadline / 2;
+        wait_until(sockets_by, || net.open_sockets() == 0);
+        let mut graceful = net.open_sockets() == 0;
+        // Stop actors; ones spawned meanwhile are swept again.
+        loop {
+            inner.stop_all_actors(StopReason::Shutdown);
+            if wait_until(
+                (Instant::now() + Duration::from_millis(50)).min(end),
+                || inner.live_count() == 0,
+            ) || Instant::now() >= end
+            {
+                break;
+            }
+        }
+        let actors_left = inner.live_count();
+        let sockets_left = net.open_sockets();
+        graceful &= actors_left == 0 && sockets_left == 0;
+        inner.sched.exit_workers();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        ShutdownReport {
+            graceful,
+            actors_left,
+            sockets_left,
+        }
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.shutdown_inner(Duration::from_secs(5));
+        }
+    }
+}
+
+impl SystemHandle {
+    /// How many waits for I/O have failed on the workers since the system started (each is
+    /// retried after a short pause; a growing count means the OS refuses the poll).
+    pub fn io_wait_errors(&self) -> u64 {
+        net_of(&self.inner).wait_errors.load(Ordering::Relaxed)
+    }
+}
+
+/// Polls `done` until it holds or `until` passes; returns whether it held. Pauses 1 ms
+/// between looks (shutdown is not a hot path).
+fn wait_until(until: Instant, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        thread::pause(Duration::from_millis(1));
+    }
+}
