@@ -11,18 +11,20 @@
 )]
 #[path = "../examples/chat_server.rs"]
 mod chat;
+mod support;
 
 use chat::{ChatClient, ServerMsg, expect, expect_nothing};
 use kendynet::System;
 use std::net::SocketAddr;
 use std::time::Duration;
+use support::{any_port, shutdown_gracefully};
 
 /// How long a client listens to be sure that nothing more arrives.
 const QUIET: Duration = Duration::from_millis(300);
 
 fn server() -> (System, SocketAddr) {
     let system = System::builder().workers(2).build().expect("system");
-    let addr = chat::start_server(&system, "127.0.0.1:0".parse().unwrap()).expect("listen");
+    let addr = chat::start_server(&system, any_port()).expect("listen");
     (system, addr)
 }
 
@@ -63,8 +65,7 @@ fn a_message_reaches_each_member_of_the_room_exactly_once_and_nobody_else() {
     }
     expect_nothing(&mut dave, "dave", QUIET).unwrap();
 
-    let report = system.shutdown(Duration::from_secs(5));
-    assert!(report.graceful, "{report:?}");
+    shutdown_gracefully(system);
 }
 
 #[test]
@@ -85,8 +86,7 @@ fn a_member_whose_connection_drops_is_announced_as_dropped() {
     expect(&mut carol, "carol", &msg).unwrap();
     expect_nothing(&mut alice, "alice", QUIET).unwrap();
 
-    let report = system.shutdown(Duration::from_secs(5));
-    assert!(report.graceful, "{report:?}");
+    shutdown_gracefully(system);
 }
 
 #[test]
@@ -122,8 +122,7 @@ fn a_member_who_leaves_is_announced_as_left_and_can_join_another_room() {
     expect(&mut dave, "dave", &welcome).unwrap();
     expect_nothing(&mut alice, "alice", QUIET).unwrap();
 
-    let report = system.shutdown(Duration::from_secs(5));
-    assert!(report.graceful, "{report:?}");
+    shutdown_gracefully(system);
 }
 
 #[test]
@@ -139,14 +138,12 @@ fn a_client_that_speaks_before_joining_is_disconnected() {
             ) => {}
         other => panic!("expected the server to close the connection, got {other:?}"),
     }
-    let report = system.shutdown(Duration::from_secs(5));
-    assert!(report.graceful, "{report:?}");
+    shutdown_gracefully(system);
 }
 
 #[test]
 fn the_examples_self_test_passes() {
     let (system, addr) = server();
     chat::self_test(addr).unwrap();
-    let report = system.shutdown(Duration::from_secs(5));
-    assert!(report.graceful, "{report:?}");
+    shutdown_gracefully(system);
 }

@@ -2,9 +2,9 @@
 //!
 //! Most tests drive one engine on the test thread and talk to it through a blocking std
 //! client; the cross-thread tests (`wake`, `post`) run the engine on its own thread. Every
-//! wait is bounded (see `util`).
+//! wait is bounded (see `support`).
 
-mod util;
+mod support;
 
 use kendynet::net::{Completion, Engine, IoKind, IoRequest, Socket, SocketId, Submitted};
 use std::cell::RefCell;
@@ -14,7 +14,9 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-use util::{WAIT, any_port, client, recv, run_until};
+use support::engine::{EngineThread, run_until};
+use support::wire::{client, close_with_reset, expect_closed};
+use support::{WAIT, any_port, recv};
 
 /// A request that finished through `on_io_finish`, as recorded by the tests.
 #[derive(Debug)]
@@ -502,7 +504,7 @@ fn peer_reset_completes_pending_recv_with_connection_reset() {
         Ok(Submitted::Done(..)) => {}
         other => panic!("small send: {other:?}"),
     }
-    util::close_with_reset(b.peer);
+    close_with_reset(b.peer);
     run_until(&mut engine, "the recv to fail", |_| {
         !b.done.borrow().is_empty()
     });
@@ -546,7 +548,7 @@ fn close_hands_each_pending_request_to_clear_pending_exactly_once() {
     assert_eq!(engine.registrations(), 0);
     // The socket is really closed: the peer sees the end of the stream.
     let mut peer = b.peer;
-    util::expect_closed(&mut peer, "peer of a closed socket");
+    expect_closed(&mut peer, "peer of a closed socket");
 }
 
 #[test]
@@ -703,7 +705,7 @@ fn wake_before_run_once_is_not_lost() {
 
 #[test]
 fn handle_post_runs_the_closure_on_the_engine_thread() {
-    let (engine_thread, engine_tid) = util::EngineThread::spawn(|_| thread::current().id());
+    let (engine_thread, engine_tid) = EngineThread::spawn(|_| thread::current().id());
     let (tx, rx) = mpsc::channel();
     for i in 0..3 {
         let tx = tx.clone();

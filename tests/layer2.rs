@@ -5,7 +5,7 @@
 //! [`Server::finish`] stops it and checks, for every test, that no connection was told of its
 //! end twice and that nothing was delivered for a connection after its end.
 
-mod util;
+mod support;
 
 use kendynet::error::TrySendError;
 use kendynet::net::{ConnId, ConnOptions, Connection, DisconnectReason, Engine, Socket};
@@ -18,7 +18,9 @@ use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
-use util::{EngineThread, WAIT, any_port, client, frame, read_frame, run_until};
+use support::engine::{EngineThread, run_until};
+use support::wire::{client, close_with_reset, expect_closed, frame, read_frame};
+use support::{WAIT, any_port};
 
 /// What happened on the server, in the order it happened.
 #[derive(Debug)]
@@ -293,7 +295,7 @@ fn oversized_packet_closes_only_that_connection() {
             max: MAX
         }
     );
-    util::expect_closed(&mut bad, "client that sent an oversized header");
+    expect_closed(&mut bad, "client that sent an oversized header");
 
     // A declared 4 GiB must not make the server reserve anything.
     huge.write_all(&u32::MAX.to_le_bytes()).unwrap();
@@ -336,7 +338,7 @@ fn idle_connection_is_closed_with_recv_timeout() {
         "closed after {:?}, before the timeout",
         start.elapsed()
     );
-    util::expect_closed(&mut c, "idle client");
+    expect_closed(&mut c, "idle client");
     server.finish();
 }
 
@@ -484,7 +486,7 @@ fn close_from_on_packet_flushes_the_reply_first() {
     two.extend(frame(b"ignored"));
     c.write_all(&two).unwrap();
     assert_eq!(read_frame(&mut c).unwrap(), b"bye");
-    util::expect_closed(&mut c, "client after bye");
+    expect_closed(&mut c, "client after bye");
     assert_eq!(server.disconnect_of(id), DisconnectReason::ClosedLocally);
     let history = server.finish();
     assert_eq!(Server::packets_of(&history, id), [b"bye".to_vec()]);
@@ -507,7 +509,7 @@ fn peer_reset_is_reported_as_reset() {
     let (mut c, id) = server.connect();
     c.write_all(&frame(b"left unread")).unwrap();
     // The echo stays unread, so closing sends RST.
-    util::close_with_reset(c);
+    close_with_reset(c);
     assert_eq!(server.disconnect_of(id), DisconnectReason::Reset);
     server.finish();
 }

@@ -1,7 +1,13 @@
+//! The actor runtime end to end: an echo over a listener, an owner's backlog pausing its
+//! socket's reading, a timer, and a pool as a listener's owner.
+
+mod support;
+
 use kendynet::{Actor, Context, NetEvent, System, WPacket};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
+use support::wire::client;
+use support::{any_port, recv, shutdown_gracefully};
 
 struct Echo;
 impl Actor for Echo {
@@ -17,11 +23,8 @@ impl Actor for Echo {
 fn echo_round_trip() {
     let system = System::builder().workers(2).build().unwrap();
     let echo = system.spawn(Echo);
-    let addr = system
-        .listen("127.0.0.1:0".parse().unwrap(), &echo)
-        .unwrap();
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let addr = system.listen(any_port(), &echo).unwrap();
+    let mut c = client(addr);
     for i in 0..100u32 {
         let mut p = WPacket::new();
         p.write_u32(i).write_str("hello");
@@ -32,8 +35,7 @@ fn echo_round_trip() {
         assert_eq!(&back[..], &frame[..]);
     }
     drop(c);
-    let report = system.shutdown(Duration::from_secs(5));
-    assert!(report.graceful, "{report:?}");
+    shutdown_gracefully(system);
 }
 
 /// An owner that stops handling messages must not make its mailbox grow without bound: the
@@ -76,10 +78,8 @@ fn slow_owner_pauses_reading_instead_of_growing_its_mailbox() {
         seen: seen_tx,
         count: 0,
     });
-    let addr = system
-        .listen("127.0.0.1:0".parse().unwrap(), &owner)
-        .unwrap();
-    let mut c = TcpStream::connect(addr).unwrap();
+    let addr = system.listen(any_port(), &owner).unwrap();
+    let mut c = client(addr);
     c.set_write_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     // 4M small packets = 48 MB in 4 KiB writes, far more than the kernel's socket buffers
@@ -145,9 +145,7 @@ fn send_after_delivers_after_the_delay() {
     let clock = system.spawn(Clock(tx));
     let start = Instant::now();
     clock.send_after(Duration::from_millis(50), ());
-    let fired = rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("the timer fires");
+    let fired = recv(&rx, "the timer to fire");
     assert!(fired.duration_since(start) >= Duration::from_millis(50));
     system.shutdown(Duration::from_secs(5));
 }
@@ -186,14 +184,11 @@ fn pool_as_socket_owner_keeps_each_socket_on_one_instance() {
         index,
         log: tx.clone(),
     });
-    let addr = system
-        .listen("127.0.0.1:0".parse().unwrap(), pool.socket_owner())
-        .unwrap();
+    let addr = system.listen(any_port(), pool.socket_owner()).unwrap();
     const CLIENTS: usize = 12;
     const PACKETS: u32 = 20;
     for _ in 0..CLIENTS {
-        let mut c = TcpStream::connect(addr).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut c = client(addr);
         for i in 0..PACKETS {
             let mut p = WPacket::new();
             p.write_u32(i);
@@ -208,7 +203,7 @@ fn pool_as_socket_owner_keeps_each_socket_on_one_instance() {
     let mut per_sock: HashMap<SockIdent, Vec<(usize, &str)>> = HashMap::new();
     let expected = CLIENTS * (PACKETS as usize + 2);
     for _ in 0..expected {
-        let (index, sock, what) = rx.recv_timeout(Duration::from_secs(5)).expect("an event");
+        let (index, sock, what) = recv(&rx, "an event");
         per_sock.entry(sock).or_default().push((index, what));
     }
     assert_eq!(per_sock.len(), CLIENTS);

@@ -1,151 +1,23 @@
-//! Helpers for the layer-3 integration tests, on top of the shared ones in `tests/util`:
-//! frame readers, numbered payloads, and a probe actor that reports every network event it is
-//! given.
+//! Layer-3 actors for the tests, and the waits that go with them:
 //!
-//! Every wait here is bounded by [`WAIT`] and fails the test with a message saying what it was
-//! waiting for; nothing here sleeps in the hope that something has happened meanwhile.
+//! - [`Probe`]: a socket owner that reports every network event it handles as an [`Obs`]
+//!   through a channel (and can echo, close on request, or hand sockets on); read its reports
+//!   with [`next_obs`], [`expect_connected`] and [`expect_disconnected`], and make sure it has
+//!   handled everything with [`flush_probes`];
+//! - [`Watcher`]: watches actors and reports each one that stops, with why; see [`watch`] and
+//!   [`expect_stopped`];
+//! - [`Bystander`]: counts what it is sent, to show that other actors' troubles left it alone.
 
-#![allow(dead_code, reason = "not every test uses every helper")]
-
-pub use super::util::{WAIT, any_port, client, frame, recv, write_frame};
-
+use super::recv;
 use kendynet::{
     Actor, ActorId, Addr, Context, DisconnectReason, NetEvent, Recipient, SockIdent, StopReason,
     WPacket,
 };
 use std::collections::HashMap;
-use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc::{self, Sender};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
-
-/// Polls `done` until it holds, failing the test after [`WAIT`] (a deadline loop for things
-/// that become true eventually with nothing to wait on).
-#[track_caller]
-pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// Reads one frame and returns its payload; `Ok(None)` at a clean end of stream before a
-/// header (a timeout or a torn frame surfaces as an error).
-pub fn read_frame(s: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
-    let mut header = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        match s.read(&mut header[got..])? {
-            0 if got == 0 => return Ok(None),
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => got += n,
-        }
-    }
-    let mut payload = vec![0; u32::from_le_bytes(header) as usize];
-    s.read_exact(&mut payload)?;
-    Ok(Some(payload))
-}
-
-/// Reads one frame that must be there.
-#[track_caller]
-pub fn expect_frame(s: &mut TcpStream) -> Vec<u8> {
-    match read_frame(s) {
-        Ok(Some(p)) => p,
-        Ok(None) => panic!("expected a frame, got end of stream"),
-        Err(e) => panic!("expected a frame, got {e}"),
-    }
-}
-
-/// Reads until the peer closes: Ok(()) at a clean end of stream; any byte is an error.
-#[track_caller]
-pub fn expect_eof(s: &mut TcpStream) {
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Ok(0) => {}
-        Ok(n) => panic!("expected end of stream, got {n} bytes: {:?}", &buf[..n]),
-        Err(e) => panic!("expected end of stream, got {e}"),
-    }
-}
-
-/// Whether the stream ends (cleanly or by a reset) within [`WAIT`]; frames before the end are
-/// returned.
-pub fn read_until_closed(s: &mut TcpStream) -> Result<Vec<Vec<u8>>, io::Error> {
-    let mut frames = Vec::new();
-    loop {
-        match read_frame(s) {
-            Ok(Some(p)) => frames.push(p),
-            Ok(None) => return Ok(frames),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
-                ) =>
-            {
-                return Ok(frames);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// A payload: `client`, `seq`, then `pad` filler bytes.
-pub fn numbered(client: u32, seq: u32, pad: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + pad);
-    v.extend_from_slice(&client.to_le_bytes());
-    v.extend_from_slice(&seq.to_le_bytes());
-    v.extend((0..pad).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seq as u8)));
-    v
-}
-
-/// `(client, seq)` of a [`numbered`] payload, checking its filler.
-#[track_caller]
-pub fn parse_numbered(p: &[u8]) -> (u32, u32) {
-    assert!(p.len() >= 8, "short numbered payload: {p:?}");
-    let client = u32::from_le_bytes(p[0..4].try_into().unwrap());
-    let seq = u32::from_le_bytes(p[4..8].try_into().unwrap());
-    for (i, b) in p[8..].iter().enumerate() {
-        assert_eq!(
-            *b,
-            (i as u8).wrapping_mul(31).wrapping_add(seq as u8),
-            "corrupt filler in packet {seq} of client {client}"
-        );
-    }
-    (client, seq)
-}
-
-/// A [`numbered`] packet.
-pub fn numbered_packet(client: u32, seq: u32, pad: usize) -> WPacket {
-    let mut p = WPacket::new();
-    p.write_raw(&numbered(client, seq, pad));
-    p
-}
-
-/// A small deterministic generator (xorshift64*), so that runs are repeatable.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A value in `lo..=hi`.
-    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
-    }
-}
 
 /// What a probe saw, as plain data.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,7 +33,9 @@ pub enum Seen {
 /// One observation of probe `tag`.
 #[derive(Debug)]
 pub struct Obs {
+    /// Which probe saw it.
     pub tag: usize,
+    /// The socket it was about; `None` for a failed dial, which never had one.
     pub sock: Option<SockIdent>,
     pub seen: Seen,
 }
@@ -169,7 +43,9 @@ pub struct Obs {
 /// Hand each socket on to `to` once `after` packets of it were handled here (0: at
 /// `Connected`).
 pub struct Handoff {
+    /// Packets of the socket this probe handles before handing it on; 0: at `Connected`.
     pub after: usize,
+    /// The next owner.
     pub to: Recipient<NetEvent>,
     /// Before handing off, wait (a little, bounded) until this probe has more events queued,
     /// so that packets are in flight in the old owner's mailbox at the hand-off.
@@ -192,16 +68,21 @@ impl From<NetEvent> for ProbeMsg {
 /// A socket owner that reports every event to a channel, and optionally echoes packets or
 /// hands sockets on.
 pub struct Probe {
+    /// Names this probe in its reports.
     pub tag: usize,
+    /// Where the reports go.
     pub out: Sender<Obs>,
+    /// Send every packet back on its socket.
     pub echo: bool,
     /// Close the socket (gracefully, from the handler) on a packet `close`.
     pub close_on_request: bool,
     pub handoff: Option<Handoff>,
+    /// Packets handled so far, per socket (for the hand-off).
     packets: HashMap<SockIdent, usize>,
 }
 
 impl Probe {
+    /// A probe that only reports, as `tag`, to `out`.
     pub fn new(tag: usize, out: Sender<Obs>) -> Probe {
         Probe {
             tag,
@@ -213,16 +94,19 @@ impl Probe {
         }
     }
 
+    /// Also echoes every packet.
     pub fn echo(mut self) -> Probe {
         self.echo = true;
         self
     }
 
+    /// Also closes a socket that sends the packet `close`.
     pub fn close_on_request(mut self) -> Probe {
         self.close_on_request = true;
         self
     }
 
+    /// Also hands each socket on as `handoff` says.
     pub fn handoff(mut self, handoff: Handoff) -> Probe {
         self.handoff = Some(handoff);
         self
@@ -322,6 +206,7 @@ pub enum WatchMsg {
 
 /// Watches actors and reports each one that stops, with why.
 pub struct Watcher {
+    /// Where each stop is reported.
     pub out: Sender<(ActorId, StopReason)>,
 }
 
@@ -350,4 +235,62 @@ pub fn watch<A: Actor>(watcher: &Addr<Watcher>, target: &Addr<A>) {
         .send(WatchMsg::Watch(Box::new(move |ctx| ctx.watch(&target)), tx))
         .unwrap_or_else(|_| panic!("the watcher has stopped"));
     recv(&rx, "the watch to be in place");
+}
+
+/// Expects the watcher's next report to be `id` stopping, and returns why it stopped.
+#[track_caller]
+pub fn expect_stopped(rx: &Receiver<(ActorId, StopReason)>, id: ActorId) -> StopReason {
+    let (who, reason) = recv(rx, "a watched actor to stop");
+    assert_eq!(who, id, "the stopped actor");
+    reason
+}
+
+/// Receives a [`Probe`]'s next observation, which must be of a socket (not a failed dial), and
+/// returns the socket and what was seen.
+#[track_caller]
+pub fn next_obs(rx: &Receiver<Obs>, what: &str) -> (SockIdent, Seen) {
+    let obs = recv(rx, what);
+    (obs.sock.expect("a socket event"), obs.seen)
+}
+
+/// Expects a `Connected` and returns its socket and peer.
+#[track_caller]
+pub fn expect_connected(rx: &Receiver<Obs>) -> (SockIdent, SocketAddr) {
+    match next_obs(rx, "Connected") {
+        (sock, Seen::Connected(peer)) => (sock, peer),
+        other => panic!("expected Connected, got {other:?}"),
+    }
+}
+
+/// Expects `Disconnected` of `sock` and returns why.
+#[track_caller]
+pub fn expect_disconnected(rx: &Receiver<Obs>, sock: SockIdent) -> DisconnectReason {
+    match next_obs(rx, "Disconnected") {
+        (s, Seen::Disconnected(reason)) if s == sock => reason,
+        other => panic!("expected Disconnected of {sock:?}, got {other:?}"),
+    }
+}
+
+/// Counts the `Add`s it is sent and tells the count on `Get`: a bystander whose count shows
+/// that other actors' failures did not touch it.
+pub struct Bystander {
+    pub count: u64,
+}
+
+/// Messages of a [`Bystander`].
+pub enum BystanderMsg {
+    Add,
+    Get(Sender<u64>),
+}
+
+impl Actor for Bystander {
+    type Msg = BystanderMsg;
+    fn handle(&mut self, msg: BystanderMsg, _: &mut Context<Self>) {
+        match msg {
+            BystanderMsg::Add => self.count += 1,
+            BystanderMsg::Get(reply) => {
+                let _ = reply.send(self.count);
+            }
+        }
+    }
 }
