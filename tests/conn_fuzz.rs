@@ -30,7 +30,7 @@
 //! Two bugs this found are pinned at the end of the file by ignored regression tests; the loop
 //! leaves out what triggers them until they are fixed.
 
-mod util;
+mod support;
 
 use kendynet::error::TrySendError;
 use kendynet::net::{
@@ -45,7 +45,9 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use util::{WAIT, any_port, frame, run_until};
+use support::engine::run_until;
+use support::wire::frame;
+use support::{WAIT, any_port};
 
 /// Default budget when `KENDYNET_FUZZ_SECS` is not set: short, so that `cargo test` stays quick.
 const DEFAULT_SECS: f64 = 2.0;
@@ -1155,7 +1157,7 @@ fn lone_connection(
         .listen(any_port(), move |_, socket| slot.borrow_mut().push(socket))
         .expect("listen");
     let addr = engine.listener_addr(listener).expect("listener_addr");
-    let client = util::client(addr);
+    let client = support::wire::client(addr);
     run_until(&mut engine, "the accept", |_| !accepted.borrow().is_empty());
     engine.close_listener(listener);
     let socket = accepted.borrow_mut().remove(0);
@@ -1220,7 +1222,7 @@ fn paused_connection_reset_by_peer_does_not_spin() {
     engine.run_once(Some(Duration::ZERO)).expect("run_once");
     id.pause_reading(&mut engine);
     // The client leaves the packet unread, so closing resets the connection.
-    util::close_with_reset(client);
+    support::wire::close_with_reset(client);
     // One pass may report the reset (and end the connection, or not); the ones after it have
     // nothing new to dispatch.
     let mut busy = 0;

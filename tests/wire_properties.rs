@@ -15,7 +15,7 @@
 //! The crate has no public decoder to test without sockets (its header parser is
 //! crate-private), so the cutting properties go through a connection. Each network case runs
 //! the server engine and a non-blocking std client on the test's own thread: the client writes
-//! a piece, the engine gets a pass, and so on. Every wait is bounded by [`util::WAIT`]; nothing
+//! a piece, the engine gets a pass, and so on. Every wait is bounded by [`support::WAIT`]; nothing
 //! sleeps in the hope that something has happened.
 //!
 //! The receive buffer's capacity is not observable through the public API, so this test binary
@@ -24,7 +24,7 @@
 //! an oversized packet" becomes "no allocation anywhere near the declared length". A positive
 //! control checks that the probe does see the reservation of an allowed large packet.
 
-mod util;
+mod support;
 
 use kendynet::net::{ConnOptions, Connection, DEFAULT_MAX_PACKET_LEN, DisconnectReason, Engine};
 use kendynet::{PacketError, RPacket, WPacket};
@@ -38,7 +38,9 @@ use std::io::{self, Write};
 use std::net::TcpStream;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use util::{WAIT, any_port, frame, run_until};
+use support::engine::run_until;
+use support::wire::frame;
+use support::{WAIT, any_port};
 
 // ---------------------------------------------------------------------------------------------
 // The allocation probe.
@@ -146,7 +148,7 @@ impl Rig {
             })
             .expect("listen");
         let addr = engine.listener_addr(listener).expect("listener_addr");
-        let client = util::client(addr);
+        let client = support::wire::client(addr);
         run_until(&mut engine, "the accept", |_| accepted.borrow().is_some());
         engine.close_listener(listener);
         let socket = accepted.borrow_mut().take().expect("accepted");

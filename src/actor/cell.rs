@@ -280,7 +280,7 @@ impl<A: Actor> ActorCell<A> {
         }
     }
 
-    /// Stops for good: refuse new messages, run `stopped`, free names, tell watchers.
+    /// Stops for good: refuse new messages, free names, run `stopped`, tell watchers.
     /// Returns the system's reference to this cell, which the worker drops after the turn.
     fn finish(self: &Arc<Self>, st: &mut RunState<A>, reason: StopReason) -> Arc<dyn Runnable> {
         *self.stop_reason.lock().unwrap() = Some(reason.clone());
@@ -294,13 +294,15 @@ impl<A: Actor> ActorCell<A> {
                 SystemMsg::Stop(_) | SystemMsg::Terminated(..) => {}
             }
         }
+        // Names go first: a lookup must not find an actor that no longer takes messages, and
+        // one that `stopped` tells of its end may want to claim the name again at once.
+        for name in st.names.drain(..) {
+            self.system.unregister_if(&name, self.id);
+        }
         let mut ignored = None;
         self.with_context(st, &mut ignored, |a, ctx| a.stopped(ctx));
         let actor = st.actor.take();
         let _ = catch_unwind(AssertUnwindSafe(move || drop(actor)));
-        for name in st.names.drain(..) {
-            self.system.unregister_if(&name, self.id);
-        }
         for w in st.watchers.drain(..) {
             w.notify_stopped(self.id, reason.clone());
         }

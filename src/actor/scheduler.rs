@@ -38,8 +38,6 @@ const TASKS_PER_POLL: usize = 256;
 const LIFO_STREAK: u32 = 32;
 /// Every this many tasks the injector is checked before the local deque (fairness).
 const INJECTOR_EVERY: u32 = 31;
-/// While shutting down, an idle worker looks again this often instead of sleeping for good.
-const SHUTDOWN_RECHECK: Duration = Duration::from_millis(10);
 
 /// Something a worker can run: one actor turn.
 pub(crate) trait Runnable: Send + Sync + 'static {
@@ -433,10 +431,11 @@ pub(crate) fn run_worker(
             idle_since = None;
             false
         };
+        // An idle worker sleeps until woken, also while the system shuts down: every step of
+        // a shutdown that concerns it (sockets to flush, the last actor stopping, the order
+        // to exit) wakes it.
         let mut timeout = if !idle || spinning {
             Some(Duration::ZERO)
-        } else if sched.is_shutting_down() {
-            Some(recheck.map_or(SHUTDOWN_RECHECK, |r| r.min(SHUTDOWN_RECHECK)))
         } else {
             recheck
         };

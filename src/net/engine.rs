@@ -21,7 +21,7 @@
 //! event by getting `WouldBlock` and waiting again.
 
 use super::sys::{self, Epoll, EventFd, Events, Interest};
-use crate::sync::{Arc, AtomicBool, Mutex, Ordering, SleepFlag};
+use crate::sync::{Arc, Mutex, SleepFlag};
 use slab::Slab;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
@@ -295,19 +295,20 @@ type LocalPosted = Box<dyn FnOnce(&mut Engine)>;
 /// The state an engine shares with other threads.
 struct Shared {
     eventfd: EventFd,
-    /// Up while the engine's thread is (about to be) blocked in `epoll_wait`.
+    /// Whether the engine's thread is (about to be) blocked in `epoll_wait`, and whether a
+    /// wake-up is pending for it. A wake that arrives while the engine is awake (between two
+    /// waits) is kept until its next wait, which then does not block (fix: layer-1 tests,
+    /// `wake_before_run_once_is_not_lost`).
     sleeping: SleepFlag,
-    /// Set by [`EngineHandle::wake`] and consumed by the next wait. Without it a wake that
-    /// arrives while the engine is awake (between two waits) was lost, and the following
-    /// `run_once(None)` blocked for good although the caller had asked for a wake-up
-    /// (fix: layer-1 tests, `wake_before_run_once_is_not_lost`).
-    woken: AtomicBool,
     posted: Mutex<Vec<Posted>>,
 }
 
 impl Shared {
     fn wake(&self) -> io::Result<()> {
-        self.wake_if_sleeping().map(drop)
+        if self.sleeping.wake() {
+            self.eventfd.notify()?;
+        }
+        Ok(())
     }
 
     /// Wakes the engine if it is asleep; returns whether it was.
@@ -333,10 +334,8 @@ impl EngineHandle {
     /// # Errors
     /// The OS error of writing the eventfd.
     pub fn wake(&self) -> io::Result<()> {
-        // Stored before `sleeping` is swapped: the engine stores `sleeping` before it reads
-        // `woken` (both SeqCst), so either it sees the flag and does not block, or we see it
-        // asleep and write the eventfd.
-        self.shared.woken.store(true, Ordering::SeqCst);
+        // Either the engine is asleep and the eventfd is written, or its next wait finds the
+        // pending wake-up and does not block (see `SleepFlag`).
         self.shared.wake()
     }
 
@@ -346,10 +345,9 @@ impl EngineHandle {
     /// The OS error of writing the eventfd (the closure stays queued).
     pub fn post(&self, f: impl FnOnce(&mut Engine) + Send + 'static) -> io::Result<()> {
         self.shared.posted.lock().unwrap().push(Box::new(f));
-        // The lock release orders the push before the flag swap inside `wake`; the engine
-        // sets `sleeping` and then checks `posted` under the same lock, so one of us sees the
-        // other (no lost wake-up).
-        self.shared.wake()
+        // The engine raises its flag and then checks `posted` under the same lock, so either
+        // it finds the closure or the claim below finds it asleep (no lost wake-up).
+        self.shared.wake_if_sleeping().map(drop)
     }
 }
 
@@ -480,14 +478,13 @@ impl Engine {
     pub fn new() -> io::Result<Engine> {
         let poll = Epoll::new()?;
         let eventfd = EventFd::new()?;
-        poll.add(eventfd.raw(), Interest::READ, WAKER_TOKEN)?;
+        poll.add_waker(&eventfd, WAKER_TOKEN)?;
         Ok(Engine {
             poll,
             events: Events::with_capacity(EVENTS_PER_WAIT),
             shared: Arc::new(Shared {
                 eventfd,
                 sleeping: SleepFlag::new(),
-                woken: AtomicBool::new(false),
                 posted: Mutex::new(Vec::new()),
             }),
             entries: Slab::new(),
@@ -591,15 +588,15 @@ impl Engine {
         has_work: &dyn Fn() -> bool,
     ) -> io::Result<usize> {
         let may_block = timeout != Some(Duration::ZERO);
-        if may_block {
-            self.shared.sleeping.announce();
-            if self.shared.woken.swap(false, Ordering::SeqCst)
+        // Announce the sleep, then look once more: at a pending wake-up, at closures posted
+        // meanwhile, and at the caller's work.
+        if may_block
+            && (!self.shared.sleeping.announce()
                 || !self.shared.posted.lock().unwrap().is_empty()
-                || has_work()
-            {
-                self.shared.sleeping.retract();
-                return self.wait_and_dispatch_with(Some(Duration::ZERO), has_work);
-            }
+                || has_work())
+        {
+            self.shared.sleeping.retract();
+            return self.wait_and_dispatch_with(Some(Duration::ZERO), has_work);
         }
         let res = self.poll.wait(&mut self.events, timeout);
         if may_block {

@@ -12,18 +12,6 @@ pub(crate) enum Steal<T> {
     Retry,
 }
 
-impl<T> Steal<T> {
-    pub(crate) fn success(self) -> Option<T> {
-        match self {
-            Steal::Success(t) => Some(t),
-            _ => None,
-        }
-    }
-    pub(crate) fn is_retry(&self) -> bool {
-        matches!(self, Steal::Retry)
-    }
-}
-
 pub(crate) struct Worker<T> {
     q: Arc<Mutex<VecDeque<T>>>,
 }

@@ -38,7 +38,7 @@ pub(crate) use std::sync::{
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    Mutex, MutexGuard,
+    Condvar, Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence},
     mpsc,
 };
@@ -51,7 +51,7 @@ pub(crate) mod thread {
     pub(crate) use std::thread::{Builder, JoinHandle, available_parallelism};
 
     #[cfg(loom)]
-    pub(crate) use loom::thread::{Builder, JoinHandle};
+    pub(crate) use loom::thread::{Builder, JoinHandle, yield_now};
 
     /// Under loom the models choose their own thread counts.
     #[cfg(loom)]
@@ -72,12 +72,22 @@ pub(crate) mod thread {
     }
 }
 
-/// `thread_local!`: std's, or loom's (loom's threads are not OS threads).
+/// `thread_local!`: std's, or loom's (loom's threads are not OS threads). Takes one
+/// `static` with a `const { … }` initialiser.
 #[cfg(not(loom))]
 pub(crate) use std::thread_local;
 
 #[cfg(loom)]
-pub(crate) use loom::thread_local;
+macro_rules! loom_thread_local {
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = const { $init:expr };) => {
+        loom::thread_local! {
+            $(#[$attr])* $vis static $name: $t = $init;
+        }
+    };
+}
+
+#[cfg(loom)]
+pub(crate) use loom_thread_local as thread_local;
 
 /// A process-wide value made on first use, as `&'static T`: a `static` `OnceLock`, or under
 /// loom a loom `lazy_static` (made anew for each execution of a model).

@@ -3,6 +3,13 @@
 //! Readiness is a hint: events can be spurious, so every handler tolerates `WouldBlock`.
 //! Level triggering means a handler that stops reading before `EAGAIN` is told again on the
 //! next wait, which lets a reader stop after a short read without an extra syscall.
+//!
+//! Under `--cfg loom` the wait is a stand-in: real descriptors are polled without blocking,
+//! and a wait that would block sleeps on the loom-visible eventfd stand-in instead, so the
+//! models drive the real engine and loom sees (and checks) every sleep and wake-up. A bounded
+//! wait yields to the model's other threads and then ends (the model has no clock), and
+//! readiness of a real descriptor does not end a wait that is already blocked: models wake
+//! the poller (a send or a close) after making a socket ready.
 
 use super::syscall;
 use std::io;
@@ -13,6 +20,9 @@ use std::time::Duration;
 #[derive(Debug)]
 pub(crate) struct Epoll {
     fd: OwnedFd,
+    /// The loom stand-in of the registered eventfd, and its token.
+    #[cfg(loom)]
+    waker: std::cell::RefCell<Option<(crate::sync::Arc<super::eventfd::WakeState>, u64)>>,
 }
 
 /// What a registration waits for.
@@ -97,7 +107,22 @@ impl Epoll {
         // SAFETY: epoll_create1 returned a fresh descriptor that nothing else owns.
         Ok(Epoll {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            #[cfg(loom)]
+            waker: std::cell::RefCell::new(None),
         })
+    }
+
+    /// Registers the engine's wake-up eventfd for reading under `token`.
+    #[cfg(not(loom))]
+    pub(crate) fn add_waker(&self, waker: &super::EventFd, token: u64) -> io::Result<()> {
+        self.add(waker.raw(), Interest::READ, token)
+    }
+
+    /// Registers the loom stand-in of the engine's eventfd under `token`.
+    #[cfg(loom)]
+    pub(crate) fn add_waker(&self, waker: &super::EventFd, token: u64) -> io::Result<()> {
+        *self.waker.borrow_mut() = Some((waker.state.clone(), token));
+        Ok(())
     }
 
     fn ctl(&self, op: i32, fd: RawFd, interest: Interest, token: u64) -> io::Result<()> {
@@ -127,7 +152,41 @@ impl Epoll {
     }
 
     /// Waits for events; `None` waits without limit. Interrupted waits return no events.
+    #[cfg(loom)]
     pub(crate) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        if timeout.is_some_and(|d| !d.is_zero()) {
+            // A bounded wait: let the model's other threads run first (they may be what this
+            // one waits for, a peer closing a real socket say), then look without blocking.
+            crate::sync::thread::yield_now();
+        }
+        self.wait_real(events, Some(Duration::ZERO))?;
+        let waker = self.waker.borrow();
+        let Some((state, token)) = waker.as_ref() else {
+            return Ok(());
+        };
+        let mut pending = state.pending.lock().unwrap();
+        if !*pending && events.len == 0 && timeout.is_none() {
+            while !*pending {
+                pending = state.cv.wait(pending).unwrap();
+            }
+        }
+        if *pending && events.len < events.buf.len() {
+            events.buf[events.len] = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: *token,
+            };
+            events.len += 1;
+        }
+        Ok(())
+    }
+
+    /// Waits for events; `None` waits without limit. Interrupted waits return no events.
+    #[cfg(not(loom))]
+    pub(crate) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        self.wait_real(events, timeout)
+    }
+
+    fn wait_real(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         let ms = match timeout {
             None => -1,
             // Round up so that a 0.5 ms timeout does not become a busy loop of 0 ms waits.
