@@ -348,6 +348,18 @@ impl WorkerLocal {
         Some(t)
     }
 
+    /// Runs the timers that are due (reading the clock only if any is pending).
+    fn run_due_timers(&self) {
+        if self.timers.borrow().next_deadline().is_none() {
+            return;
+        }
+        let mut due = self.timers.borrow_mut().take_due(Instant::now());
+        for f in due.drain(..) {
+            f();
+        }
+        self.timers.borrow_mut().recycle(due);
+    }
+
     /// Moves the timers other threads set for this worker into its queue.
     fn take_remote_timers(&self, shared: &WorkerShared) {
         if !shared.remote_timers_pending.load(Ordering::SeqCst) {
@@ -460,12 +472,7 @@ pub(crate) fn run_worker(
             crate::sync::thread::pause(Duration::from_millis(10));
         }
         local.take_remote_timers(shared);
-        let due = local.timers.borrow_mut().take_due(Instant::now());
-        let mut due = due;
-        for f in due.drain(..) {
-            f();
-        }
-        local.timers.borrow_mut().recycle(due);
+        local.run_due_timers();
     }
     driver.exit();
 }
