@@ -38,6 +38,8 @@ pub mod error;
 pub(crate) mod mailbox;
 pub mod net;
 pub mod runtime;
+#[cfg(all(feature = "testkit", not(loom)))]
+pub mod testkit;
 
 pub use actor::{
     Actor, ActorId, Addr, Context, Pool, PoolRouting, Recipient, RegistryError, RestartPolicy,
