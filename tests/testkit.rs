@@ -1071,3 +1071,58 @@ fn a_failing_seed_is_named() {
         assert_eq!(seeds(3), [0, 1, 2]);
     }
 }
+
+#[test]
+fn raw_mode_sockets_deliver_each_read_as_a_packet() {
+    let sim = Sim::builder()
+        .seed(24)
+        .conn_options(ConnOptions::default().raw(true))
+        .build();
+    let log = log();
+    let server = sim.spawn(Recorder::new(0, &log));
+    let at = sim.listen(addr("127.0.0.1:0"), &server).unwrap();
+    let client = dial(&sim, at);
+    client.write(b"no header").unwrap();
+    sim.run_until_idle();
+    assert_eq!(seen(&log, 0)[1..], [Seen::Packet("no header".into())]);
+    first_sock(&log, 0).send(packet("raw reply")).unwrap();
+    sim.run_until_idle();
+    assert_eq!(client.recv_bytes().unwrap(), b"raw reply");
+}
+
+/// A timer that sets itself again with no delay would keep `advance` at one instant forever.
+#[test]
+fn a_timer_loop_at_one_instant_is_reported_with_its_seed() {
+    struct Again;
+    impl Actor for Again {
+        type Msg = ();
+        fn handle(&mut self, (): (), ctx: &mut Context<Self>) {
+            ctx.send_self_after(Duration::ZERO, ());
+        }
+    }
+    let result = std::panic::catch_unwind(|| {
+        let sim = Sim::builder().seed(25).max_steps(100).build();
+        sim.spawn(Again).send(()).unwrap();
+        sim.advance(Duration::from_millis(1));
+    });
+    let err = result.expect_err("reported");
+    let msg = err.downcast_ref::<String>().unwrap();
+    assert!(msg.contains("seed 25"), "{msg}");
+}
+
+#[test]
+fn the_trace_keeps_its_last_lines() {
+    let sim = Sim::builder().seed(26).trace_limit(10).build();
+    let log = log();
+    let a = sim.spawn(Recorder::new(0, &log));
+    for n in 0..50 {
+        a.send(Msg::Text(n.to_string())).unwrap();
+    }
+    sim.run_until_idle();
+    sim.note("the end");
+    let trace = sim.trace();
+    assert_eq!(trace.len(), 10);
+    assert!(trace[9].ends_with("note: the end"), "{trace:?}");
+    assert!(trace[8].contains("handles message 50"), "{trace:?}");
+    assert_eq!(sim.trace_lines_dropped(), 52 - 10);
+}

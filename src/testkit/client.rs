@@ -96,6 +96,15 @@ impl VirtualClient {
         self.net.client_recv(self.conn, self.side)
     }
 
+    /// Every byte that has arrived by now, unframed: what a socket in raw mode
+    /// ([`ConnOptions::raw`](crate::ConnOptions::raw)) sent.
+    ///
+    /// # Errors
+    /// As [`VirtualClient::recv`], once nothing is left.
+    pub fn recv_bytes(&self) -> io::Result<Vec<u8>> {
+        self.net.client_recv_bytes(self.conn, self.side)
+    }
+
     /// Every complete packet that has arrived by now (stopping quietly at the end of the
     /// stream; [`VirtualClient::recv`] tells how it ended).
     pub fn recv_all(&self) -> Vec<RPacket> {

@@ -155,6 +155,8 @@ pub const DEFAULT_MAX_STEPS: usize = 1_000_000;
 pub const DEFAULT_PEER_WINDOW: usize = 64 << 10;
 /// Trace lines a failing simulation prints.
 const FAILURE_TAIL: usize = 40;
+/// The default of [`SimBuilder::trace_limit`]: the last million lines are kept.
+pub const DEFAULT_TRACE_LIMIT: usize = 1 << 20;
 /// The environment variable that picks the one seed [`seeds`] runs.
 pub const SEED_VAR: &str = "KENDYNET_SEED";
 
@@ -169,6 +171,7 @@ pub struct SimBuilder {
     mailbox_capacity: usize,
     conn_options: ConnOptions,
     max_steps: usize,
+    trace_limit: usize,
 }
 
 impl Default for SimBuilder {
@@ -182,6 +185,7 @@ impl Default for SimBuilder {
             mailbox_capacity: 0,
             conn_options: ConnOptions::default(),
             max_steps: DEFAULT_MAX_STEPS,
+            trace_limit: DEFAULT_TRACE_LIMIT,
         }
     }
 }
@@ -247,13 +251,21 @@ impl SimBuilder {
         self
     }
 
+    /// How many lines of the trace are kept (the most recent; older ones are let go, so that
+    /// a long run does not hold all of them). Default [`DEFAULT_TRACE_LIMIT`].
+    #[must_use]
+    pub fn trace_limit(mut self, lines: usize) -> SimBuilder {
+        self.trace_limit = lines.max(1);
+        self
+    }
+
     /// Builds the simulation.
     ///
     /// # Panics
     /// If 4096 systems (simulated or not) are alive in this process (each has its own socket
     /// table).
     pub fn build(self) -> Sim {
-        let world = Arc::new(World::new(self.seed));
+        let world = Arc::new(World::new(self.seed, self.trace_limit));
         let core = Arc::new(SimCore::new(world.clone()));
         let cfg = NetConfig {
             default_options: self.conn_options,
@@ -432,9 +444,12 @@ impl Sim {
     /// `advance(Duration::ZERO)` fires what is due now.
     ///
     /// # Panics
-    /// As [`Sim::run_until_idle`].
+    /// As [`Sim::run_until_idle`]; also when more than [`SimBuilder::max_steps`] instants
+    /// fall due in one call (a timer that keeps setting itself with no delay), naming the
+    /// seed.
     pub fn advance(&self, by: Duration) {
         let target = self.world.now().saturating_add(by);
+        let mut instants = 0;
         loop {
             self.run_until_idle();
             let now = self.world.now();
@@ -445,6 +460,14 @@ impl Sim {
             let Some(at) = next.filter(|&at| at <= target) else {
                 break;
             };
+            instants += 1;
+            assert!(
+                instants < self.max_steps,
+                "kendynet::testkit: seed {}: timers keep falling due at {:?} (a timer that \
+                 sets itself again with no delay?)",
+                self.world.seed,
+                self.world.now()
+            );
             self.world.set_now(at.max(now));
             let _entered = self.world.enter();
             for (seq, due, fire) in self.core.take_due(self.world.now()) {
@@ -506,9 +529,15 @@ impl Sim {
     }
 
     /// The trace so far: one line per step, delivered network event, timer set or fired,
-    /// fault, and test-side action, stamped with the clock and the step.
+    /// fault, and test-side action, stamped with the clock and the step. Only the last
+    /// [`SimBuilder::trace_limit`] lines are kept.
     pub fn trace(&self) -> Vec<String> {
         self.world.lines()
+    }
+
+    /// How many of the oldest trace lines were let go to stay within the limit.
+    pub fn trace_lines_dropped(&self) -> u64 {
+        self.world.dropped_lines()
     }
 
     /// The trace as one text, a line each.
@@ -645,5 +674,17 @@ pub fn run_seeds(seeds: impl IntoIterator<Item = u64>, mut test: impl FnMut(u64)
                 "kendynet::testkit: failed with seed {seed} (replay it alone with {SEED_VAR}={seed}): {what}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_name;
+
+    #[test]
+    fn type_names_lose_their_paths() {
+        assert_eq!(short_name("chat::rooms::Room"), "Room");
+        assert_eq!(short_name("Echo"), "Echo");
+        assert_eq!(short_name("a::Pool<b::Worker<c::D>>"), "Pool<..>");
     }
 }

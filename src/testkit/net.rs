@@ -623,6 +623,14 @@ impl VirtualNet {
         })
     }
 
+    pub(crate) fn client_recv_bytes(&self, no: u64, side: usize) -> io::Result<Vec<u8>> {
+        self.with_state(|st, out| {
+            let r = st.test_recv_bytes(no, side);
+            st.pump(no, out);
+            r
+        })
+    }
+
     pub(crate) fn client_shutdown(&self, no: u64, side: usize) {
         self.with_state(|st, _| st.test_shutdown(no, side, "shuts its writing side down"));
     }
@@ -1544,7 +1552,8 @@ impl NetState {
         Ok(())
     }
 
-    fn test_recv(&mut self, no: u64, side: usize) -> io::Result<Option<RPacket>> {
+    /// Moves what has arrived for a test's end into its buffer; returns the end.
+    fn test_pull(&mut self, no: u64, side: usize) -> io::Result<&mut TestEnd> {
         let now = self.now();
         let Some(conn) = self.conns.get_mut(&no) else {
             return Err(io::Error::new(
@@ -1570,6 +1579,27 @@ impl NetState {
                 _ => {}
             }
         }
+        Ok(t)
+    }
+
+    fn test_recv_bytes(&mut self, no: u64, side: usize) -> io::Result<Vec<u8>> {
+        let t = self.test_pull(no, side)?;
+        if t.rbuf.is_empty() && t.eof {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let bytes = t.rbuf.split().to_vec();
+        if !bytes.is_empty() {
+            self.world.record(format_args!(
+                "{} reads {}",
+                EndName(no, side),
+                Preview(&bytes)
+            ));
+        }
+        Ok(bytes)
+    }
+
+    fn test_recv(&mut self, no: u64, side: usize) -> io::Result<Option<RPacket>> {
+        let t = self.test_pull(no, side)?;
         match parse_header(&t.rbuf, usize::MAX) {
             Ok(Some(total)) if total <= t.rbuf.len() => {
                 let packet = RPacket::from_frame(t.rbuf.split_to(total).freeze());

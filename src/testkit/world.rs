@@ -3,6 +3,7 @@
 
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering, thread_local};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
@@ -12,16 +13,28 @@ pub(crate) struct World {
     now: AtomicU64,
     /// Steps run so far.
     step: AtomicU64,
-    lines: Mutex<Vec<String>>,
+    trace: Mutex<Trace>,
+}
+
+/// The most recent lines of the trace.
+struct Trace {
+    lines: VecDeque<String>,
+    limit: usize,
+    dropped: u64,
 }
 
 impl World {
-    pub(crate) fn new(seed: u64) -> World {
+    /// A world that keeps the last `limit` lines of its trace.
+    pub(crate) fn new(seed: u64, limit: usize) -> World {
         World {
             seed,
             now: AtomicU64::new(0),
             step: AtomicU64::new(0),
-            lines: Mutex::new(Vec::new()),
+            trace: Mutex::new(Trace {
+                lines: VecDeque::new(),
+                limit: limit.max(1),
+                dropped: 0,
+            }),
         }
     }
 
@@ -49,18 +62,30 @@ impl World {
             self.now().as_secs_f64(),
             self.step()
         );
-        self.lines.lock().unwrap().push(line);
+        let mut trace = self.trace.lock().unwrap();
+        if trace.lines.len() == trace.limit {
+            trace.lines.pop_front();
+            trace.dropped += 1;
+        }
+        trace.lines.push_back(line);
     }
 
+    /// The lines kept, oldest first.
     pub(crate) fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.trace.lock().unwrap().lines.iter().cloned().collect()
+    }
+
+    /// How many old lines were let go to stay within the limit.
+    pub(crate) fn dropped_lines(&self) -> u64 {
+        self.trace.lock().unwrap().dropped
     }
 
     /// The last `n` lines, joined.
     pub(crate) fn tail(&self, n: usize) -> String {
-        let lines = self.lines.lock().unwrap();
-        let from = lines.len().saturating_sub(n);
-        lines[from..].join("\n")
+        let trace = self.trace.lock().unwrap();
+        let from = trace.lines.len().saturating_sub(n);
+        let tail: Vec<&str> = trace.lines.range(from..).map(String::as_str).collect();
+        tail.join("\n")
     }
 
     /// Makes this world the one [`note`](super::note) writes to on this thread until the
