@@ -1126,3 +1126,30 @@ fn the_trace_keeps_its_last_lines() {
     assert!(trace[8].contains("handles message 50"), "{trace:?}");
     assert_eq!(sim.trace_lines_dropped(), 52 - 10);
 }
+
+#[test]
+fn the_connection_limit_holds_in_a_simulation() {
+    let sim = Sim::builder().seed(27).max_connections(1).build();
+    let log = log();
+    let server = sim.spawn(Recorder::new(0, &log));
+    let dialer = sim.spawn(Recorder::new(1, &log));
+    let at = sim.listen(addr("127.0.0.1:0"), &server).unwrap();
+    let first = dial(&sim, at);
+    let second = dial(&sim, at);
+    assert_eq!(
+        second.recv().unwrap_err().kind(),
+        io::ErrorKind::UnexpectedEof,
+        "over the limit: closed at once"
+    );
+    sim.connect(at, Duration::from_secs(1), &dialer);
+    sim.run_until_idle();
+    assert!(matches!(seen(&log, 1)[..], [Seen::ConnectFailed(_)]));
+    assert_eq!(seen(&log, 0).len(), 1, "one Connected only");
+    assert_eq!(sim.open_sockets(), 1);
+    drop(first);
+    sim.run_until_idle();
+    assert_eq!(sim.open_sockets(), 0);
+    let third = dial(&sim, at);
+    assert!(third.recv().unwrap().is_none(), "admitted again");
+    assert_eq!(sim.open_sockets(), 1);
+}

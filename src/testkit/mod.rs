@@ -387,8 +387,9 @@ impl Sim {
     fn turn(&self, task: Task) {
         let before = task.info();
         let turn = task.run(SIM_BUDGET);
-        // The cell is alive: the live table holds it unless the turn finished it, and then
-        // `Finished` holds it.
+        // The cell is still alive: the live table holds it unless this turn finished it, and
+        // then `Finished` holds it; only this thread runs turns, so nothing else can end it
+        // meanwhile.
         let after = task.info();
         let (id, name) = (after.id, short_name(after.type_name));
         let handled = (after.started_msgs > before.started_msgs).then_some(after.started_msgs);

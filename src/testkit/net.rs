@@ -229,6 +229,12 @@ impl Pipe {
         self.bytes = 0;
     }
 
+    /// Drops everything, an `Open` included (nobody will read it).
+    fn clear(&mut self) {
+        self.items.clear();
+        self.bytes = 0;
+    }
+
     fn front_due(&self, now: Duration) -> Option<&Item> {
         self.items.front().filter(|c| c.at <= now).map(|c| &c.item)
     }
@@ -1099,6 +1105,7 @@ impl NetState {
         let Some(id) = id else {
             // Over the connection limit: closed at once, as a real accept would be.
             end.phase = Phase::Ended;
+            conn.pipes[side].clear();
             self.world.record(format_args!(
                 "{} for {who}: over the connection limit, closed",
                 EndName(no, side)
@@ -1222,8 +1229,7 @@ impl NetState {
         end.queue.clear();
         end.queued = 0;
         end.rbuf.clear();
-        conn.pipes[side].discard();
-        conn.pipes[side].items.clear();
+        conn.pipes[side].clear();
         if let Some(sock) = end.sock
             && was != Phase::Connecting
         {
@@ -1293,8 +1299,7 @@ impl NetState {
                     t.reset = true;
                     t.write_shut = true;
                     t.rbuf.clear();
-                    conn.pipes[side].items.clear();
-                    conn.pipes[side].bytes = 0;
+                    conn.pipes[side].clear();
                 }
                 End::Absent => {}
             }
@@ -1650,8 +1655,7 @@ impl NetState {
             self.send_fin(no, side);
         }
         if let Some(conn) = self.conns.get_mut(&no) {
-            conn.pipes[side].items.clear();
-            conn.pipes[side].bytes = 0;
+            conn.pipes[side].clear();
         }
         self.pump(no, out);
     }
