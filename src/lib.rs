@@ -22,12 +22,20 @@
 //! fields are little-endian without padding; strings carry a trailing NUL on the wire. This is
 //! the format of the C framework that kendynet reimagines, so the two interoperate.
 //!
+//! ## Deterministic tests
+//!
+//! With the cargo feature `testkit` (off by default), `kendynet::testkit` runs the same actors
+//! on a seeded, single-threaded scheduler with a manual clock and virtual sockets whose faults
+//! (latency, split reads, resets, half-closes, readers that stop, refusing listeners) are
+//! drawn from the seed; a failing seed replays exactly.
+//!
 //! ## Layout
 //!
 //! Dependencies point one way: `sync` (the switch between std and loom) and `net::sys` (every
 //! libc call) at the bottom; `mailbox` and `net` on them; `actor` on `mailbox`, knowing
-//! nothing of sockets; and [`runtime`] on top, the only module that names both `net` and
-//! `actor`.
+//! nothing of sockets; [`runtime`] on top, the only module that names both `net` and
+//! `actor`; and `testkit` (with its feature) above it, standing in for the runtime's pollers
+//! and workers.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -38,6 +46,8 @@ pub mod error;
 pub(crate) mod mailbox;
 pub mod net;
 pub mod runtime;
+#[cfg(all(feature = "testkit", not(loom)))]
+pub mod testkit;
 
 pub use actor::{
     Actor, ActorId, Addr, Context, Pool, PoolRouting, Recipient, RegistryError, RestartPolicy,

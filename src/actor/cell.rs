@@ -339,6 +339,15 @@ impl<A: Actor> Runnable for ActorCell<A> {
         let this = ManuallyDrop::new(unsafe { Arc::from_raw(self as *const Self) });
         this.turn(budget)
     }
+
+    #[cfg(feature = "testkit")]
+    fn info(&self) -> super::scheduler::TaskInfo {
+        super::scheduler::TaskInfo {
+            id: self.id,
+            type_name: std::any::type_name::<A>(),
+            started_msgs: self.started_msgs(),
+        }
+    }
 }
 
 impl<A: Actor> Watcher for ActorCell<A> {

@@ -21,6 +21,12 @@
 //! Actor timers live on the workers too: a timer set on a worker joins that worker's queue, one
 //! set from another thread goes to the workers in turn, and a parked worker's wait ends at its
 //! next deadline.
+//!
+//! With the `testkit` feature a scheduler can also be built without workers
+//! ([`Scheduler::new_manual`]): tasks and timers then go to a [`Manual`] driver (the test kit's
+//! seeded, single-threaded simulation), which runs them one at a time on the thread that drives
+//! it. The switch sits where a task or timer comes from outside the pool, behind the check for
+//! the current worker, so a worker's own scheduling never looks at it.
 
 use super::timers::{TimerFn, TimerQueue};
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
@@ -43,6 +49,10 @@ const INJECTOR_EVERY: u32 = 31;
 pub(crate) trait Runnable: Send + Sync + 'static {
     /// Runs one turn.
     fn run_turn(&self, budget: usize) -> Turn;
+
+    /// Who runs (see [`TaskInfo`]).
+    #[cfg(feature = "testkit")]
+    fn info(&self) -> TaskInfo;
 }
 
 /// How a turn ended.
@@ -83,10 +93,29 @@ impl Task {
         Task(NonNull::from(cell))
     }
 
-    fn run(&self, budget: usize) -> Turn {
+    /// Runs one turn of at most `budget` messages.
+    pub(crate) fn run(&self, budget: usize) -> Turn {
         // SAFETY: the cell is alive while this task exists (see the type's docs).
         unsafe { self.0.as_ref() }.run_turn(budget)
     }
+
+    /// Who the task runs, for the test kit's ordering and trace.
+    #[cfg(feature = "testkit")]
+    pub(crate) fn info(&self) -> TaskInfo {
+        // SAFETY: the cell is alive while this task exists (see the type's docs).
+        unsafe { self.0.as_ref() }.info()
+    }
+}
+
+/// What the test kit knows of a task: whose turn it is, and how far the actor has got.
+#[cfg(feature = "testkit")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TaskInfo {
+    pub(crate) id: super::ActorId,
+    /// The actor's type, as `std::any::type_name` spells it.
+    pub(crate) type_name: &'static str,
+    /// Messages it has started handling so far.
+    pub(crate) started_msgs: u64,
 }
 
 /// What a worker thread does besides running actors, owned by that thread. The runtime's
@@ -109,6 +138,17 @@ pub(crate) trait Driver {
 
     /// The worker leaves for good: end what the driver holds.
     fn exit(&mut self);
+}
+
+/// Where a scheduler without workers sends its tasks and timers (the test kit's simulation).
+/// Both are called on any thread (senders, handlers); the driver runs them later, one at a
+/// time, on its own.
+#[cfg(feature = "testkit")]
+pub(crate) trait Manual: Send + Sync {
+    /// A task became runnable.
+    fn schedule(&self, task: Task);
+    /// `f` is due `delay` from now, on the driver's clock.
+    fn run_after(&self, delay: Duration, f: TimerFn);
 }
 
 /// The cross-thread half of a [`Driver`]: waking its worker.
@@ -139,6 +179,9 @@ pub(crate) struct Scheduler {
     spin_before_sleep: Duration,
     shutting_down: AtomicBool,
     exit: AtomicBool,
+    /// Set for a scheduler without workers: where tasks and timers go instead.
+    #[cfg(feature = "testkit")]
+    manual: Option<Arc<dyn Manual>>,
 }
 
 impl Scheduler {
@@ -166,12 +209,24 @@ impl Scheduler {
             spin_before_sleep,
             shutting_down: AtomicBool::new(false),
             exit: AtomicBool::new(false),
+            #[cfg(feature = "testkit")]
+            manual: None,
         };
         (sched, locals)
     }
 
+    /// A scheduler without workers: every task and timer goes to `manual`.
+    #[cfg(feature = "testkit")]
+    pub(crate) fn new_manual(manual: Arc<dyn Manual>) -> Scheduler {
+        let (mut sched, _) = Scheduler::new(Vec::new(), Duration::ZERO);
+        sched.manual = Some(manual);
+        sched
+    }
+
+    /// The number of worker threads (a scheduler without workers counts the thread that
+    /// drives it).
     pub(crate) fn workers(&self) -> usize {
-        self.stealers.len()
+        self.stealers.len().max(1)
     }
 
     /// Queues a task: on the current worker if this thread is one of ours, else globally.
@@ -184,6 +239,10 @@ impl Scheduler {
             None => Some(task),
         });
         if let Some(task) = leftover {
+            #[cfg(feature = "testkit")]
+            if let Some(manual) = &self.manual {
+                return manual.schedule(task);
+            }
             self.injector.push(task);
             self.wake_one();
         }
@@ -216,15 +275,19 @@ impl Scheduler {
     /// Runs `f` on a worker after `delay`: on this worker if this thread is one of ours, else
     /// on the workers in turn.
     pub(crate) fn run_after(&self, delay: Duration, f: TimerFn) {
-        let at = Instant::now() + delay;
         let leftover = with_current(self, |w| match w {
             Some(w) => {
-                w.timers.borrow_mut().insert(at, f);
+                w.timers.borrow_mut().insert(Instant::now() + delay, f);
                 None
             }
             None => Some(f),
         });
         let Some(f) = leftover else { return };
+        #[cfg(feature = "testkit")]
+        if let Some(manual) = &self.manual {
+            return manual.run_after(delay, f);
+        }
+        let at = Instant::now() + delay;
         let i = self.next_timer_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         let w = &self.workers[i];
         w.remote_timers.lock().unwrap().push((at, f));

@@ -169,7 +169,8 @@ impl SystemHandle {
         self.inner.live_count()
     }
 
-    /// The number of worker threads.
+    /// The number of worker threads (1 for a simulation of the test kit, which runs
+    /// everything on the thread that drives it).
     pub fn workers(&self) -> usize {
         self.inner.sched.workers()
     }

@@ -1,24 +1,18 @@
-//! Opening sockets: `listen` and `connect` on a [`SystemHandle`], and the registration of a
-//! new socket as a connection on its poller.
+//! Opening real sockets: the pollers' network state as a system's [`Transport`], and the
+//! registration of a new socket as a connection on its poller.
 
 use super::NetEvent;
 use super::poller::{NetShared, PollerLocal, current_poller};
 use super::sock_ident::{SockIdent, system_id};
 use super::table::{Admission, Life, NewSlot, PollerLink};
-use crate::actor::{Recipient, SystemHandle, SystemInner};
+use super::transport::Transport;
+use crate::actor::{Recipient, SystemInner};
 use crate::net::{ConnOptions, Connection, Engine, LISTEN_BACKLOG, Socket, bind_listener};
-use crate::sync::Arc;
+use crate::sync::{Arc, Ordering};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
-
-/// The network state of a system built by the runtime.
-pub(crate) fn net_of(inner: &SystemInner) -> &Arc<NetShared> {
-    inner
-        .services::<Arc<NetShared>>()
-        .expect("systems are built by the runtime, with their network state")
-}
 
 /// A ticket under the system's connection limit, unless it is shutting down or full.
 fn admit(inner: &SystemInner, net: &NetShared) -> Option<Admission> {
@@ -94,43 +88,21 @@ fn register(
     }
 }
 
-impl SystemHandle {
-    /// Listens on `addr`; every accepted socket is owned by `owner`, which receives its
-    /// [`NetEvent`]s. Returns the bound address (useful with port 0). Sockets use the
-    /// system's default [`ConnOptions`].
-    ///
-    /// # Errors
-    /// The OS error of creating, binding or listening (for example `AddrInUse`);
-    /// `InvalidInput` if `owner` belongs to another system.
-    pub fn listen(
-        &self,
-        addr: SocketAddr,
-        owner: impl Into<Recipient<NetEvent>>,
-    ) -> io::Result<SocketAddr> {
-        let options = net_of(&self.inner).default_options.clone();
-        self.listen_with(addr, owner, options)
+impl Transport for NetShared {
+    fn default_options(&self) -> ConnOptions {
+        self.default_options.clone()
     }
 
-    /// [`SystemHandle::listen`] with per-socket options (raw mode, timeouts, limits).
-    ///
-    /// # Errors
-    /// As [`SystemHandle::listen`].
-    pub fn listen_with(
-        &self,
+    fn listen(
+        self: Arc<Self>,
+        system: &Arc<SystemInner>,
         addr: SocketAddr,
-        owner: impl Into<Recipient<NetEvent>>,
+        owner: Recipient<NetEvent>,
         options: ConnOptions,
     ) -> io::Result<SocketAddr> {
-        let owner = owner.into();
-        let net = net_of(&self.inner).clone();
-        if !net.is_own(&owner) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the owner belongs to another system",
-            ));
-        }
+        let net = self;
         let (fd, bound) = bind_listener(&addr, LISTEN_BACKLOG)?;
-        let inner = self.inner.clone();
+        let inner = system.clone();
         let listener_poller = net.pick_poller();
         let net2 = net.clone();
         net.on_poller(listener_poller, move |engine| {
@@ -158,39 +130,19 @@ impl SystemHandle {
         Ok(bound)
     }
 
-    /// Connects to `addr` without blocking. `owner` receives `Connected` and the socket's
-    /// events, or one `ConnectFailed` (refused, timed out after `timeout`, or another error).
-    pub fn connect(
-        &self,
+    fn connect(
+        self: Arc<Self>,
+        system: &Arc<SystemInner>,
         addr: SocketAddr,
         timeout: Duration,
-        owner: impl Into<Recipient<NetEvent>>,
-    ) {
-        let options = net_of(&self.inner).default_options.clone();
-        self.connect_with(addr, timeout, owner, options)
-    }
-
-    /// [`SystemHandle::connect`] with per-socket options.
-    pub fn connect_with(
-        &self,
-        addr: SocketAddr,
-        timeout: Duration,
-        owner: impl Into<Recipient<NetEvent>>,
+        owner: Recipient<NetEvent>,
         options: ConnOptions,
     ) {
-        let owner: Recipient<NetEvent> = owner.into();
-        let net = net_of(&self.inner).clone();
+        let net = self;
         let fail = |owner: &Recipient<NetEvent>, error: io::Error| {
             let _ = owner.force(NetEvent::ConnectFailed { addr, error });
         };
-        if !net.is_own(&owner) {
-            let error = io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the owner belongs to another system",
-            );
-            return fail(&owner, error);
-        }
-        let Some(ticket) = admit(&self.inner, &net) else {
+        let Some(ticket) = admit(system, &net) else {
             let error = io::Error::other("the system is shutting down or at its connection limit");
             return fail(&owner, error);
         };
@@ -214,8 +166,11 @@ impl SystemHandle {
         }
     }
 
-    /// Sockets open in this system.
-    pub fn open_sockets(&self) -> usize {
-        net_of(&self.inner).open_sockets()
+    fn open_sockets(&self) -> usize {
+        NetShared::open_sockets(self)
+    }
+
+    fn io_wait_errors(&self) -> u64 {
+        self.wait_errors.load(Ordering::Relaxed)
     }
 }

@@ -7,15 +7,21 @@
 //! owners, flushes what actors sent at the end of each batch of turns, and opens sockets with
 //! `listen` and `connect`.
 //!
+//! `listen` and `connect` reach the network through the system's transport (a crate-private
+//! trait): the pollers' epoll engines for a [`System`], or virtual sockets for a simulated
+//! system of the test kit. Everything else about a socket (its table slot, its
+//! [`SockIdent`], the order of its events) is the same code for both.
+//!
 //! Who runs what: a socket's connection, its events and its writes all live on one poller
 //! thread; its [`SockIdent`] can be used from any thread; an owner's handler runs on whichever
 //! worker runs the actor, usually the socket's poller.
 
 mod connect;
 mod poller;
-mod sock_ident;
+pub(crate) mod sock_ident;
 mod system;
-mod table;
+pub(crate) mod table;
+pub(crate) mod transport;
 
 pub use sock_ident::{SockError, SockIdent};
 pub use system::{Builder, DEFAULT_MAX_CONNECTIONS, DEFAULT_OWNER_BACKLOG, ShutdownReport, System};

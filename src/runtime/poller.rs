@@ -100,14 +100,6 @@ impl NetShared {
     ) -> io::Result<()> {
         self.pollers[poller].engine.post(f)
     }
-
-    /// Whether `owner` belongs to the system of this network state.
-    pub(crate) fn is_own(&self, owner: &Recipient<NetEvent>) -> bool {
-        owner
-            .system()
-            .services::<Arc<NetShared>>()
-            .is_some_and(|n| std::ptr::eq(&**n, self))
-    }
 }
 
 impl PollerLink for NetShared {

@@ -1,9 +1,9 @@
 //! Building, running and shutting down a [`System`]: the actor core, with a poller as each
 //! worker's driver and the system's own socket table.
 
-use super::connect::net_of;
 use super::poller::{EngineUnpark, NetShared, Poller};
 use super::table::{MAX_SOCKETS_PER_SYSTEM, TableLease};
+use super::transport::Transport;
 use crate::actor::scheduler::{Scheduler, Task, Unpark, run_worker};
 use crate::actor::{StopReason, SystemHandle, SystemInner};
 use crate::net::{ConnOptions, Engine, EngineHandle};
@@ -195,10 +195,11 @@ impl Builder {
             self.conn_options,
         ));
         let (sched, deques) = Scheduler::new(unparkers, self.spin_before_sleep);
+        let transport: Arc<dyn Transport> = net.clone();
         let inner = Arc::new(SystemInner::new(
             sched,
             self.mailbox_capacity,
-            Box::new(net.clone()),
+            Box::new(transport),
         ));
         for (start, deque) in starts.into_iter().zip(deques) {
             // A worker that died meanwhile is noticed at join.
@@ -206,6 +207,7 @@ impl Builder {
         }
         Ok(System {
             handle: SystemHandle { inner },
+            net,
             threads,
         })
     }
@@ -217,6 +219,8 @@ impl Builder {
 /// `System` dereferences to [`SystemHandle`] for spawning, lookups and networking.
 pub struct System {
     handle: SystemHandle,
+    /// Its network state (also its transport), for shutdown.
+    net: Arc<NetShared>,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
@@ -265,7 +269,7 @@ impl System {
 
     fn shutdown_inner(&mut self, deadline: Duration) -> ShutdownReport {
         let inner = &self.handle.inner;
-        let net = net_of(inner);
+        let net = &self.net;
         let end = Instant::now() + deadline;
         inner.sched.begin_shutdown();
         net.begin_shutdown();
@@ -305,14 +309,6 @@ impl Drop for System {
         if !self.threads.is_empty() {
             self.shutdown_inner(Duration::from_secs(5));
         }
-    }
-}
-
-impl SystemHandle {
-    /// How many waits for I/O have failed on the workers since the system started (each is
-    /// retried after a short pause; a growing count means the OS refuses the poll).
-    pub fn io_wait_errors(&self) -> u64 {
-        net_of(&self.inner).wait_errors.load(Ordering::Relaxed)
     }
 }
 

@@ -53,6 +53,10 @@ pub(crate) mod thread {
     #[cfg(loom)]
     pub(crate) use loom::thread::{Builder, JoinHandle, yield_now};
 
+    /// Whether this thread is unwinding (the test kit prints the failing seed then).
+    #[cfg(all(feature = "testkit", not(loom)))]
+    pub(crate) use std::thread::panicking;
+
     /// Under loom the models choose their own thread counts.
     #[cfg(loom)]
     pub(crate) fn available_parallelism() -> std::io::Result<std::num::NonZeroUsize> {

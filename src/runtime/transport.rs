@@ -1,0 +1,152 @@
+//! How a system opens sockets: the seam between [`SystemHandle::listen`] /
+//! [`SystemHandle::connect`] and whatever carries the bytes.
+//!
+//! A system built by [`Builder::build`](super::Builder::build) keeps its pollers' network
+//! state ([`NetShared`](super::poller::NetShared)) here; a simulated system of the test kit
+//! keeps virtual sockets. Either way every socket lives in the system's socket table and is
+//! reached through a [`SockIdent`](super::SockIdent), so an actor's code cannot tell the two
+//! apart. Only opening a socket differs; what happens to an open one (sends, closes,
+//! hand-offs) goes through the table and the slot's [`PollerLink`](super::table::PollerLink).
+
+use super::NetEvent;
+use super::sock_ident::system_id;
+use crate::actor::{Recipient, SystemHandle, SystemInner};
+use crate::net::ConnOptions;
+use crate::sync::Arc;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What a system's sockets run on. The system keeps it as its services
+/// ([`SystemInner::services`]), as an `Arc<dyn Transport>`.
+pub(crate) trait Transport: Send + Sync + 'static {
+    /// The options of `listen`/`connect` without options of their own.
+    fn default_options(&self) -> ConnOptions;
+
+    /// Listens on `addr` for `owner` (already checked to belong to `system`); returns the
+    /// bound address.
+    fn listen(
+        self: Arc<Self>,
+        system: &Arc<SystemInner>,
+        addr: SocketAddr,
+        owner: Recipient<NetEvent>,
+        options: ConnOptions,
+    ) -> io::Result<SocketAddr>;
+
+    /// Dials `addr` for `owner` (already checked to belong to `system`), which receives
+    /// `Connected` or one `ConnectFailed`.
+    fn connect(
+        self: Arc<Self>,
+        system: &Arc<SystemInner>,
+        addr: SocketAddr,
+        timeout: Duration,
+        owner: Recipient<NetEvent>,
+        options: ConnOptions,
+    );
+
+    /// Sockets open (admitted and not yet freed).
+    fn open_sockets(&self) -> usize;
+
+    /// Waits for I/O that failed (see [`SystemHandle::io_wait_errors`]).
+    fn io_wait_errors(&self) -> u64 {
+        0
+    }
+}
+
+/// The transport of a system built by this crate.
+pub(crate) fn transport_of(inner: &SystemInner) -> &Arc<dyn Transport> {
+    inner
+        .services::<Arc<dyn Transport>>()
+        .expect("systems are built with a transport")
+}
+
+/// Whether `owner` is an actor (or a pool) of `system`.
+fn is_own(system: &SystemInner, owner: &Recipient<NetEvent>) -> bool {
+    system_id(owner.system()) == system_id(system)
+}
+
+fn foreign_owner() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "the owner belongs to another system",
+    )
+}
+
+impl SystemHandle {
+    /// Listens on `addr`; every accepted socket is owned by `owner`, which receives its
+    /// [`NetEvent`]s. Returns the bound address (useful with port 0). Sockets use the
+    /// system's default [`ConnOptions`].
+    ///
+    /// # Errors
+    /// The OS error of creating, binding or listening (for example `AddrInUse`);
+    /// `InvalidInput` if `owner` belongs to another system.
+    pub fn listen(
+        &self,
+        addr: SocketAddr,
+        owner: impl Into<Recipient<NetEvent>>,
+    ) -> io::Result<SocketAddr> {
+        let options = transport_of(&self.inner).default_options();
+        self.listen_with(addr, owner, options)
+    }
+
+    /// [`SystemHandle::listen`] with per-socket options (raw mode, timeouts, limits).
+    ///
+    /// # Errors
+    /// As [`SystemHandle::listen`].
+    pub fn listen_with(
+        &self,
+        addr: SocketAddr,
+        owner: impl Into<Recipient<NetEvent>>,
+        options: ConnOptions,
+    ) -> io::Result<SocketAddr> {
+        let owner = owner.into();
+        if !is_own(&self.inner, &owner) {
+            return Err(foreign_owner());
+        }
+        transport_of(&self.inner)
+            .clone()
+            .listen(&self.inner, addr, owner, options)
+    }
+
+    /// Connects to `addr` without blocking. `owner` receives `Connected` and the socket's
+    /// events, or one `ConnectFailed` (refused, timed out after `timeout`, or another error).
+    pub fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        owner: impl Into<Recipient<NetEvent>>,
+    ) {
+        let options = transport_of(&self.inner).default_options();
+        self.connect_with(addr, timeout, owner, options)
+    }
+
+    /// [`SystemHandle::connect`] with per-socket options.
+    pub fn connect_with(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        owner: impl Into<Recipient<NetEvent>>,
+        options: ConnOptions,
+    ) {
+        let owner: Recipient<NetEvent> = owner.into();
+        if !is_own(&self.inner, &owner) {
+            let error = foreign_owner();
+            let _ = owner.force(NetEvent::ConnectFailed { addr, error });
+            return;
+        }
+        transport_of(&self.inner)
+            .clone()
+            .connect(&self.inner, addr, timeout, owner, options);
+    }
+
+    /// Sockets open in this system.
+    pub fn open_sockets(&self) -> usize {
+        transport_of(&self.inner).open_sockets()
+    }
+
+    /// How many waits for I/O have failed on the workers since the system started (each is
+    /// retried after a short pause; a growing count means the OS refuses the poll).
+    pub fn io_wait_errors(&self) -> u64 {
+        transport_of(&self.inner).io_wait_errors()
+    }
+}
