@@ -1,11 +1,19 @@
 //! Layer 2: connections that exchange length-framed packets.
 //!
-//! A connection lives in an [`Engine`] next to layer-1 sockets. It reads until the socket is
-//! drained (or a per-event budget is spent), cuts every complete packet out of its receive
-//! buffer without copying (each [`RPacket`] shares the buffer), and hands them to `on_packet`
-//! in order. Outgoing packets are queued as shared frames and written with gathered `writev`
-//! calls: packets sent during a callback go out in one `writev` when the read batch ends, and
-//! packets sent from elsewhere when the engine's pass ends.
+//! A connection is one more kind of source in an [`Engine`], beside the layer-1 sockets: it
+//! registers through the engine's registration API (`register`, `source_mut`,
+//! `set_interest`, `add_timer`, `request_flush`, `deregister`) and knows nothing of the
+//! others. Its state stays in the engine's table for its whole life, also while its
+//! callbacks run with `&mut Engine` (so `on_packet` can send on its own connection, pause or
+//! close it); every handler looks the state up again by key after a callback returns. All of
+//! it runs on the engine's thread.
+//!
+//! A connection reads until the socket is drained (or a per-event budget is spent), cuts every
+//! complete packet out of its receive buffer without copying (each [`RPacket`] shares the
+//! buffer), and hands them to `on_packet` in order. Outgoing packets are queued as shared
+//! frames and written with gathered `writev` calls: packets sent during a callback go out in
+//! one `writev` when the read batch ends, and packets sent from elsewhere when the engine's
+//! pass ends.
 //!
 //! Every connection ends with exactly one call of `on_disconnect`, carrying the
 //! [`DisconnectReason`]; no callback runs for it afterwards and its [`ConnId`] becomes stale.
@@ -13,16 +21,16 @@
 //! (discarding input) until the peer closes or the send timeout passes, so that the peer
 //! receives all of it.
 
-use super::engine::{Engine, Entry, Key, Kind, Socket};
+use super::engine::{Engine, Key, Socket, Source};
 use super::packet::{self, DEFAULT_MAX_PACKET_LEN, PacketError, RPacket, WPacket};
-use super::sys::{self, Interest, MAX_IOV};
+use super::sys::{self, Event, Interest, MAX_IOV};
 use crate::error::TrySendError;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// The default limit on bytes queued for sending on one connection.
@@ -241,34 +249,33 @@ impl Connection {
     ) -> io::Result<ConnId> {
         let Connection { socket, options } = self;
         let Socket { fd, peer } = socket;
-        let raw = fd.as_raw_fd();
         let now = engine.now();
-        let on_packet: OnPacket = Box::new(on_packet);
-        let on_disconnect: OnDisconnect = Box::new(on_disconnect);
-        let key = engine.insert(raw, Interest::READ, move |_| {
-            Kind::Conn(ConnEntry {
-                fd,
-                peer,
-                options,
-                rbuf: BytesMut::new(),
-                queue: VecDeque::new(),
-                queued_bytes: 0,
-                head_written: 0,
-                oldest_queued_at: now,
-                last_recv: now,
-                timer_at: None,
-                interest: Interest::READ,
-                dirty: false,
-                in_batch: false,
-                paused: false,
-                state: State::Open,
-                on_packet: Some(on_packet),
-                on_disconnect: Some(on_disconnect),
-            })
-        })?;
-        let id = ConnId(key);
-        engine.with_conn(id, |engine, c| c.rearm_timer(engine, key));
-        Ok(id)
+        let conn = ConnEntry {
+            fd,
+            peer,
+            options,
+            rbuf: BytesMut::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            head_written: 0,
+            oldest_queued_at: now,
+            last_recv: now,
+            timer_at: None,
+            dirty: false,
+            in_batch: false,
+            paused: false,
+            state: State::Open,
+            on_packet: Some(Box::new(on_packet)),
+            on_disconnect: Some(Box::new(on_disconnect)),
+        };
+        let key = engine.register(conn, Interest::READ)?;
+        if let Some(at) = engine
+            .source_mut::<ConnEntry>(key)
+            .and_then(|c| c.timer_to_arm())
+        {
+            engine.add_timer(key, at);
+        }
+        Ok(ConnId(key))
     }
 }
 
@@ -284,8 +291,9 @@ enum State {
     },
 }
 
-/// The engine-side state of a framed connection.
-pub(crate) struct ConnEntry {
+/// The state of a framed connection: a source in the engine's table, where it stays while
+/// its callbacks run (so that they can send on it, pause it or close it).
+struct ConnEntry {
     fd: OwnedFd,
     peer: SocketAddr,
     options: ConnOptions,
@@ -299,11 +307,10 @@ pub(crate) struct ConnEntry {
     last_recv: Instant,
     /// The earliest timer armed for this connection, if any.
     timer_at: Option<Instant>,
-    interest: Interest,
-    /// In the engine's list of connections to flush at the end of the pass.
+    /// Packets were queued since its last flush, which it has asked for (unless `in_batch`).
     dirty: bool,
     /// Its read batch is running (`read_and_deliver`), which flushes at its end: replies
-    /// queued meanwhile need not be listed in the engine's `dirty_conns`.
+    /// queued meanwhile need no flush request to the engine.
     in_batch: bool,
     /// Reading is paused (the consumer of its packets is behind).
     paused: bool,
@@ -312,11 +319,22 @@ pub(crate) struct ConnEntry {
     on_disconnect: Option<OnDisconnect>,
 }
 
-impl ConnEntry {
-    pub(crate) fn fd(&self) -> &OwnedFd {
-        &self.fd
+impl Source for ConnEntry {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
+    fn ready(engine: &mut Engine, key: Key, ev: Event) {
+        on_ready(engine, key, ev);
+    }
+    fn timer(engine: &mut Engine, key: Key) {
+        on_timer(engine, key);
+    }
+    fn flush(engine: &mut Engine, key: Key) {
+        on_flush(engine, key);
+    }
+}
 
+impl ConnEntry {
     fn next_deadline(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
@@ -334,19 +352,21 @@ impl ConnEntry {
         next
     }
 
-    fn rearm_timer(&mut self, engine: &mut Engine, key: Key) {
-        if let Some(next) = self.next_deadline()
-            && self.timer_at.is_none_or(|armed| next < armed)
-        {
-            self.timer_at = Some(next);
-            engine.add_timer(key, next);
+    /// The deadline to arm a timer for, if the next one is earlier than any armed (and
+    /// notes it as armed: the caller arms it with [`Engine::add_timer`]).
+    fn timer_to_arm(&mut self) -> Option<Instant> {
+        let next = self.next_deadline()?;
+        if self.timer_at.is_some_and(|armed| armed <= next) {
+            return None;
         }
+        self.timer_at = Some(next);
+        Some(next)
     }
 
-    /// Whether [`ConnEntry::rearm_timer`] would arm a new timer.
-    fn needs_timer(&self) -> bool {
-        self.next_deadline()
-            .is_some_and(|next| self.timer_at.is_none_or(|armed| next < armed))
+    /// What the engine must be told after a change of state: the epoll interest, and a
+    /// timer to arm if a deadline moved earlier. Hand it to [`register_changes`].
+    fn changes(&mut self) -> (Interest, Option<Instant>) {
+        (self.wanted_interest(), self.timer_to_arm())
     }
 
     /// Whether queuing `len` more bytes would pass the write limit (a single packet larger
@@ -361,6 +381,21 @@ impl ConnEntry {
         }
         self.queued_bytes += frame.len();
         self.queue.push_back(frame);
+    }
+
+    /// Queues a frame on an open connection and marks it dirty; returns whether the engine
+    /// must be asked for a flush at the end of the pass.
+    fn queue_frame(&mut self, frame: Bytes, now: Instant) -> bool {
+        self.enqueue(frame, now);
+        if self.dirty {
+            return false;
+        }
+        self.dirty = true;
+        // A reply from within this connection's own read batch is written when the batch
+        // ends. Asking for a flush too made the end of the pass revisit every connection (its
+        // table slot and state, long evicted from cache with a thousand connections) only to
+        // find it flushed already.
+        !self.in_batch
     }
 
     /// Writes as much of the queue as the socket takes. `Ok(true)` when the queue is empty.
@@ -417,11 +452,39 @@ impl ConnEntry {
         }
     }
 
-    fn set_interest(&mut self, engine: &Engine, key: Key) {
-        let want = self.wanted_interest();
-        if want != self.interest {
-            self.interest = want;
-            engine.set_interest(&self.fd, key, want);
+    /// Writes as much of the queue as the socket takes, on the state in place in the
+    /// engine's table (nothing is moved in or out of it: moving the ~300-byte state out and
+    /// back, to lend the engine beside it, was ~15% of the echo server's user-space
+    /// instructions); the rest, which needs the engine, is left to [`after_flush`].
+    fn write_queue(&mut self, now: Instant) -> Flushed {
+        self.dirty = false;
+        match self.flush(now) {
+            Ok(true) if self.state == State::Closing => Flushed::Linger,
+            Err(e) => Flushed::End(DisconnectReason::from_io(&e)),
+            Ok(_) => Flushed::Changes(self.changes()),
+        }
+    }
+
+    /// Cuts the next complete packet out of the receive buffer.
+    fn next_packet(&mut self) -> Result<Option<RPacket>, DisconnectReason> {
+        if self.options.raw {
+            if self.rbuf.is_empty() {
+                return Ok(None);
+            }
+            return Ok(Some(RPacket::from_raw(self.rbuf.split().freeze())));
+        }
+        match packet::parse_header(&self.rbuf, self.options.max_packet_len) {
+            Ok(Some(total)) if total <= self.rbuf.len() => Ok(Some(RPacket::from_frame(
+                self.rbuf.split_to(total).freeze(),
+            ))),
+            Ok(_) => Ok(None),
+            Err(PacketError::TooLarge { len, max }) => {
+                Err(DisconnectReason::PacketTooLarge { len, max })
+            }
+            Err(_) => Err(DisconnectReason::Error {
+                kind: io::ErrorKind::InvalidData,
+                code: None,
+            }),
         }
     }
 
@@ -448,56 +511,6 @@ enum ReadStep {
     End(DisconnectReason),
 }
 
-impl Engine {
-    /// Runs `f` on a live connection's state. The state is borrowed from the engine's table,
-    /// so `f` gets the engine only for its non-table parts (timers, `now`).
-    fn with_conn<R>(
-        &mut self,
-        id: ConnId,
-        f: impl FnOnce(&mut Engine, &mut ConnEntry) -> R,
-    ) -> Option<R> {
-        // Take the entry out for the duration of `f`, so both can be borrowed mutably; the
-        // slot stays reserved (it holds a placeholder kind only for that moment).
-        let idx = id.0.index as usize;
-        let entry = self
-            .entries
-            .get_mut(idx)
-            .filter(|e| e.generation == id.0.generation)?;
-        let Kind::Conn(_) = &entry.kind else {
-            return None;
-        };
-        let Kind::Conn(mut conn) = std::mem::replace(&mut entry.kind, Kind::Vacant) else {
-            unreachable!()
-        };
-        let r = f(self, &mut conn);
-        if let Some(Entry { kind, .. }) = self.entries.get_mut(idx) {
-            *kind = Kind::Conn(conn);
-        }
-        Some(r)
-    }
-
-    fn conn_mut(&mut self, id: ConnId) -> Option<&mut ConnEntry> {
-        match self.entry_mut(id.0) {
-            Some(Entry {
-                kind: Kind::Conn(c),
-                ..
-            }) => Some(c),
-            _ => None,
-        }
-    }
-
-    /// Flushes every connection that got packets since its last flush.
-    pub(crate) fn flush_dirty(&mut self) {
-        while let Some(id) = self.dirty_conns.pop() {
-            // Those that sent from another connection's callback may have been flushed
-            // since (which clears `dirty`); flushing again would be wasted work.
-            if self.conn_mut(id).is_some_and(|c| c.dirty) {
-                flush_conn(self, id);
-            }
-        }
-    }
-}
-
 impl ConnId {
     /// Queues a packet; it is written when the current read batch or engine pass ends.
     ///
@@ -505,7 +518,8 @@ impl ConnId {
     /// The packet is handed back: [`TrySendError::Closed`] if the connection has ended or is
     /// closing, [`TrySendError::Full`] if the write limit would be exceeded.
     pub fn send(self, engine: &mut Engine, packet: WPacket) -> Result<(), TrySendError<WPacket>> {
-        let Some(c) = engine.conn_mut(self) else {
+        let now = engine.now();
+        let Some(c) = engine.source_mut::<ConnEntry>(self.0) else {
             return Err(TrySendError::Closed(packet));
         };
         if c.state != State::Open {
@@ -520,7 +534,9 @@ impl ConnId {
         } else {
             frame
         };
-        self.send_frame(engine, frame);
+        if c.queue_frame(frame, now) {
+            engine.request_flush(self.0);
+        }
         Ok(())
     }
 
@@ -529,22 +545,14 @@ impl ConnId {
     /// open.
     pub(crate) fn send_frame(self, engine: &mut Engine, frame: Bytes) -> bool {
         let now = engine.now();
-        let Some(c) = engine.conn_mut(self) else {
+        let Some(c) = engine.source_mut::<ConnEntry>(self.0) else {
             return false;
         };
         if c.state != State::Open {
             return false;
         }
-        c.enqueue(frame, now);
-        if !c.dirty {
-            c.dirty = true;
-            // A reply from within this connection's own read batch is written when the
-            // batch ends. Listing it too made the end of the pass revisit every connection
-            // (its table slot and state, long evicted from cache with a thousand
-            // connections) only to find it flushed already.
-            if !c.in_batch {
-                engine.dirty_conns.push(self);
-            }
+        if c.queue_frame(frame, now) {
+            engine.request_flush(self.0);
         }
         true
     }
@@ -553,7 +561,7 @@ impl ConnId {
     /// and `on_disconnect` runs with [`DisconnectReason::ClosedLocally`]. Unknown or already
     /// closed ids are ignored.
     pub fn close(self, engine: &mut Engine) {
-        let Some(c) = engine.conn_mut(self) else {
+        let Some(c) = engine.source_mut::<ConnEntry>(self.0) else {
             return;
         };
         if c.state != State::Open {
@@ -571,7 +579,7 @@ impl ConnId {
 
     /// The peer's address, or `None` once the connection has ended.
     pub fn peer_addr(self, engine: &mut Engine) -> Option<SocketAddr> {
-        match engine.conn_mut(self) {
+        match engine.source_mut::<ConnEntry>(self.0) {
             Some(c) if !matches!(c.state, State::Lingering { .. }) => Some(c.peer),
             _ => None,
         }
@@ -589,20 +597,41 @@ impl ConnId {
     }
 
     fn set_paused(self, engine: &mut Engine, paused: bool) {
-        engine.with_conn(self, |engine, c| {
-            c.paused = paused;
-            c.set_interest(engine, self.0);
-        });
+        let Some(c) = engine.source_mut::<ConnEntry>(self.0) else {
+            return;
+        };
+        c.paused = paused;
+        let want = c.wanted_interest();
+        engine.set_interest(self.0, want);
     }
 
     /// Whether the connection is open for sending.
     pub fn is_open(self, engine: &mut Engine) -> bool {
-        matches!(engine.conn_mut(self), Some(c) if c.state == State::Open)
+        matches!(engine.source_mut::<ConnEntry>(self.0), Some(c) if c.state == State::Open)
     }
 
     /// Bytes waiting in the send queue.
     pub fn queued_bytes(self, engine: &mut Engine) -> usize {
-        engine.conn_mut(self).map_or(0, |c| c.queued_bytes)
+        engine
+            .source_mut::<ConnEntry>(self.0)
+            .map_or(0, |c| c.queued_bytes)
+    }
+}
+
+/// Tells the engine what [`ConnEntry::changes`] found.
+fn register_changes(engine: &mut Engine, key: Key, (interest, timer): (Interest, Option<Instant>)) {
+    engine.set_interest(key, interest);
+    if let Some(at) = timer {
+        engine.add_timer(key, at);
+    }
+}
+
+/// The engine's flush request (see [`ConnEntry::queue_frame`]).
+fn on_flush(engine: &mut Engine, key: Key) {
+    // Those that sent from another connection's callback may have been flushed since
+    // (which clears `dirty`); flushing again would be wasted work.
+    if engine.source_mut::<ConnEntry>(key).is_some_and(|c| c.dirty) {
+        flush_conn(engine, ConnId(key));
     }
 }
 
@@ -610,24 +639,29 @@ impl ConnId {
 /// the queue is empty.
 fn flush_conn(engine: &mut Engine, id: ConnId) {
     let now = engine.now();
-    // The write works on the state in place. `with_conn` (which moves the ~300-byte state
-    // out of the table and back, to lend the engine beside it) is needed only when epoll
-    // interest or a timer must change, which a write that completes does not need. The
-    // moves were ~15% of the echo server's user-space instructions; boxing the state to
-    // make them cheap cost ~7% of its throughput with a thousand connections instead (one
-    // more cold pointer per packet), so the hot paths avoid `with_conn` altogether.
-    let Some(c) = engine.conn_mut(id) else { return };
-    c.dirty = false;
-    match c.flush(now) {
-        Ok(true) if c.state == State::Closing => return begin_linger(engine, id),
-        Err(e) => return end(engine, id, DisconnectReason::from_io(&e)),
-        Ok(_) => {}
-    }
-    if c.wanted_interest() != c.interest || c.needs_timer() {
-        engine.with_conn(id, |engine, c| {
-            c.set_interest(engine, id.0);
-            c.rearm_timer(engine, id.0);
-        });
+    let Some(c) = engine.source_mut::<ConnEntry>(id.0) else {
+        return;
+    };
+    let flushed = c.write_queue(now);
+    after_flush(engine, id, flushed);
+}
+
+/// What a flush leaves to do with the engine.
+enum Flushed {
+    /// Tell the engine the new interest and timer ([`ConnEntry::changes`]).
+    Changes((Interest, Option<Instant>)),
+    /// A graceful close has written everything: linger.
+    Linger,
+    /// The write failed: end the connection.
+    End(DisconnectReason),
+}
+
+/// Carries out what [`ConnEntry::write_queue`] left to do.
+fn after_flush(engine: &mut Engine, id: ConnId, flushed: Flushed) {
+    match flushed {
+        Flushed::Changes(changes) => register_changes(engine, id.0, changes),
+        Flushed::Linger => begin_linger(engine, id),
+        Flushed::End(reason) => end(engine, id, reason),
     }
 }
 
@@ -636,22 +670,20 @@ fn flush_conn(engine: &mut Engine, id: ConnId) {
 /// destroys what was just sent).
 fn begin_linger(engine: &mut Engine, id: ConnId) {
     let now = engine.now();
-    let cb = engine.with_conn(id, |engine, c| {
-        if sys::shutdown_write(c.fd.as_fd()).is_err() {
-            return (c.on_disconnect.take(), true);
-        }
+    let Some(c) = engine.source_mut::<ConnEntry>(id.0) else {
+        return;
+    };
+    let cb = c.on_disconnect.take();
+    if sys::shutdown_write(c.fd.as_fd()).is_err() {
+        drop(engine.deregister(id.0));
+    } else {
         let linger = c.options.send_timeout.unwrap_or(DEFAULT_SEND_TIMEOUT);
         c.state = State::Lingering {
             until: now + linger,
         };
         c.on_packet = None;
-        c.set_interest(engine, id.0);
-        c.rearm_timer(engine, id.0);
-        (c.on_disconnect.take(), false)
-    });
-    let Some((cb, remove_now)) = cb else { return };
-    if remove_now {
-        engine.remove(id.0);
+        let changes = c.changes();
+        register_changes(engine, id.0, changes);
     }
     if let Some(cb) = cb {
         cb(engine, id, DisconnectReason::ClosedLocally);
@@ -660,7 +692,10 @@ fn begin_linger(engine: &mut Engine, id: ConnId) {
 
 /// Ends a connection at once and tells the user (unless already told).
 fn end(engine: &mut Engine, id: ConnId, reason: DisconnectReason) {
-    let Some(Kind::Conn(mut c)) = engine.remove(id.0) else {
+    let Some(mut c) = engine
+        .deregister(id.0)
+        .and_then(|s| s.downcast::<ConnEntry>().ok())
+    else {
         return;
     };
     if let Some(cb) = c.on_disconnect.take() {
@@ -669,24 +704,26 @@ fn end(engine: &mut Engine, id: ConnId, reason: DisconnectReason) {
 }
 
 /// Readiness of a connection's socket.
-pub(crate) fn on_ready(engine: &mut Engine, key: Key, ev: sys::Event) {
+fn on_ready(engine: &mut Engine, key: Key, ev: Event) {
     let id = ConnId(key);
-    let Some(c) = engine.conn_mut(id) else { return };
+    let now = engine.now();
+    let Some(c) = engine.source_mut::<ConnEntry>(id.0) else {
+        return;
+    };
     let state = c.state;
-    let has_queue = !c.queue.is_empty();
-    if ev.writable() && has_queue {
-        flush_conn(engine, id);
+    if ev.writable() && !c.queue.is_empty() {
+        let flushed = c.write_queue(now);
+        after_flush(engine, id, flushed);
     }
     match state {
         State::Lingering { .. } => {
             if ev.readable() && linger_read(engine, id) {
-                engine.remove(key);
+                drop(engine.deregister(key));
             }
         }
         State::Closing => {}
         State::Open => {
-            let paused = engine.conn_mut(id).is_some_and(|c| c.paused);
-            if ev.readable() && !paused {
+            if ev.readable() {
                 read_and_deliver(engine, id);
             }
         }
@@ -695,7 +732,7 @@ pub(crate) fn on_ready(engine: &mut Engine, key: Key, ev: sys::Event) {
 
 /// Discards input of a lingering connection; true when the peer has closed.
 fn linger_read(engine: &mut Engine, id: ConnId) -> bool {
-    let Some(c) = engine.conn_mut(id) else {
+    let Some(c) = engine.source_mut::<ConnEntry>(id.0) else {
         return false;
     };
     let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
@@ -710,39 +747,66 @@ fn linger_read(engine: &mut Engine, id: ConnId) -> bool {
     false
 }
 
-/// Reads, cuts and delivers packets, then flushes the replies sent while delivering.
+/// Reads, cuts and delivers packets (unless reading is paused), then flushes the replies
+/// sent while delivering.
 fn read_and_deliver(engine: &mut Engine, id: ConnId) {
-    match engine.conn_mut(id) {
-        Some(c) => c.in_batch = true,
-        None => return,
+    match engine.source_mut::<ConnEntry>(id.0) {
+        Some(c) if !c.paused => c.in_batch = true,
+        _ => return,
     }
     read_batch(engine, id);
     // However the batch ended, the replies queued during it go out now, in one `writev`
-    // (they are not in `dirty_conns`: see `send_frame`).
-    let dirty = engine.conn_mut(id).is_some_and(|c| {
-        c.in_batch = false;
-        c.dirty
-    });
-    if dirty {
-        flush_conn(engine, id);
+    // (they asked the engine for no flush: see `queue_frame`).
+    let now = engine.now();
+    let Some(c) = engine.source_mut::<ConnEntry>(id.0) else {
+        return;
+    };
+    c.in_batch = false;
+    if c.dirty {
+        let flushed = c.write_queue(now);
+        after_flush(engine, id, flushed);
     }
 }
 
-/// The reads and deliveries of one readiness event.
+/// The reads and deliveries of one readiness event: each read is followed by the delivery of
+/// every complete packet, one `on_packet` call each, in order. The state is looked up again
+/// after each call; delivery stops if the connection ended or stopped being open meanwhile
+/// (closed by the callback, or a packet was too large).
 fn read_batch(engine: &mut Engine, id: ConnId) {
     for _ in 0..READS_PER_EVENT {
         let now = engine.now();
-        let step = match engine.conn_mut(id) {
-            Some(c) => read_once(now, c),
-            None => return,
+        let Some(mut c) = engine.source_mut::<ConnEntry>(id.0) else {
+            return;
         };
+        let step = read_once(now, c);
         let drained = matches!(step, ReadStep::Drained);
         if let ReadStep::End(reason) = step {
             end(engine, id, reason);
             return;
         }
-        if !deliver(engine, id) {
-            return;
+        loop {
+            if c.state != State::Open {
+                return;
+            }
+            let packet = match c.next_packet() {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                Err(reason) => {
+                    end(engine, id, reason);
+                    return;
+                }
+            };
+            let Some(mut cb) = c.on_packet.take() else {
+                return;
+            };
+            cb(engine, id, packet);
+            c = match engine.source_mut::<ConnEntry>(id.0) {
+                Some(c) if c.on_packet.is_none() && c.state == State::Open => {
+                    c.on_packet = Some(cb);
+                    c
+                }
+                _ => return,
+            };
         }
         if drained {
             break;
@@ -791,83 +855,38 @@ fn read_once(now: Instant, c: &mut ConnEntry) -> ReadStep {
     }
 }
 
-/// Cuts complete packets out of the buffer and hands each to `on_packet`. Returns false if
-/// the connection ended meanwhile (closed by the callback, or a packet was too large).
-fn deliver(engine: &mut Engine, id: ConnId) -> bool {
-    loop {
-        let Some(c) = engine.conn_mut(id) else {
-            return false;
-        };
-        if c.state != State::Open {
-            return false;
-        }
-        let packet = if c.options.raw {
-            if c.rbuf.is_empty() {
-                return true;
-            }
-            RPacket::from_raw(c.rbuf.split().freeze())
-        } else {
-            match packet::parse_header(&c.rbuf, c.options.max_packet_len) {
-                Ok(Some(total)) if total <= c.rbuf.len() => {
-                    RPacket::from_frame(c.rbuf.split_to(total).freeze())
-                }
-                Ok(_) => return true,
-                Err(e) => {
-                    let reason = match e {
-                        PacketError::TooLarge { len, max } => {
-                            DisconnectReason::PacketTooLarge { len, max }
-                        }
-                        _ => DisconnectReason::Error {
-                            kind: io::ErrorKind::InvalidData,
-                            code: None,
-                        },
-                    };
-                    end(engine, id, reason);
-                    return false;
-                }
-            }
-        };
-        let Some(mut cb) = c.on_packet.take() else {
-            return false;
-        };
-        cb(engine, id, packet);
-        match engine.conn_mut(id) {
-            Some(c) if c.on_packet.is_none() && c.state == State::Open => c.on_packet = Some(cb),
-            _ => return false,
-        }
-    }
-}
-
 /// A connection's timer fired: check which deadline passed, if any, and re-arm.
-pub(crate) fn on_timer(engine: &mut Engine, key: Key) {
+fn on_timer(engine: &mut Engine, key: Key) {
     let id = ConnId(key);
     let now = engine.now();
-    let expired = engine.with_conn(id, |engine, c| {
-        c.timer_at = None;
-        match c.state {
-            State::Lingering { until } if now >= until => return Some(None),
-            State::Lingering { .. } => {}
-            State::Open | State::Closing => {
-                if let (false, Some(d)) = (c.queue.is_empty(), c.options.send_timeout)
-                    && now >= c.oldest_queued_at + d
-                {
-                    return Some(Some(DisconnectReason::SendTimeout));
-                }
-                if let (State::Open, Some(d)) = (c.state, c.options.recv_timeout)
-                    && now >= c.last_recv + d
-                {
-                    return Some(Some(DisconnectReason::RecvTimeout));
-                }
+    let Some(c) = engine.source_mut::<ConnEntry>(key) else {
+        return;
+    };
+    c.timer_at = None;
+    let expired = match c.state {
+        State::Lingering { until } if now >= until => Some(None),
+        State::Lingering { .. } => None,
+        State::Open | State::Closing => {
+            if let (false, Some(d)) = (c.queue.is_empty(), c.options.send_timeout)
+                && now >= c.oldest_queued_at + d
+            {
+                Some(Some(DisconnectReason::SendTimeout))
+            } else if let (State::Open, Some(d)) = (c.state, c.options.recv_timeout)
+                && now >= c.last_recv + d
+            {
+                Some(Some(DisconnectReason::RecvTimeout))
+            } else {
+                None
             }
         }
-        c.rearm_timer(engine, key);
-        None
-    });
+    };
     match expired {
-        Some(Some(Some(reason))) => end(engine, id, reason),
-        Some(Some(None)) => {
-            engine.remove(key);
+        Some(Some(reason)) => end(engine, id, reason),
+        Some(None) => drop(engine.deregister(key)),
+        None => {
+            if let Some(at) = c.timer_to_arm() {
+                engine.add_timer(key, at);
+            }
         }
-        _ => {}
     }
 }
