@@ -376,6 +376,11 @@ impl ConnEntry {
     }
 
     fn enqueue(&mut self, frame: Bytes, now: Instant) {
+        // An empty frame (an empty packet in raw mode) has nothing to write; queued, it would
+        // sit at the head for good, as a write of zero bytes never consumes it.
+        if frame.is_empty() {
+            return;
+        }
         if self.queue.is_empty() {
             self.oldest_queued_at = now;
         }

@@ -360,9 +360,25 @@ impl Engine {
 
     /// Shortens a wait so that it ends at the next timer and does not block at all while
     /// posted work or flush requests are waiting.
-    pub(crate) fn bounded_timeout(&self, timeout: Option<Duration>) -> Option<Duration> {
+    pub(crate) fn bounded_timeout(&mut self, timeout: Option<Duration>) -> Option<Duration> {
         if !self.local_posted.is_empty() || !self.flush_requests.is_empty() {
             return Some(Duration::ZERO);
+        }
+        // Timers are not cancelled; one whose registration has gone (a connector's timeout
+        // after it connected, say) is dropped here, so that it does not end an idle wait for
+        // nothing.
+        while let Some(std::cmp::Reverse(t)) = self.timers.peek() {
+            let stale = t.key_generation != CALLBACK_TIMER
+                && self
+                    .slot(Key {
+                        index: t.key_index,
+                        generation: t.key_generation,
+                    })
+                    .is_none();
+            if !stale {
+                break;
+            }
+            self.timers.pop();
         }
         match self.timers.peek() {
             Some(std::cmp::Reverse(t)) => {
