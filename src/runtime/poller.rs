@@ -19,9 +19,9 @@ use crate::actor::Recipient;
 use crate::actor::scheduler::{Driver, Unpark};
 use crate::net::{ConnId, ConnOptions, Engine, EngineHandle, ListenerId};
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, thread_local};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 /// How soon a poller with paused sockets looks again whether their owners caught up.
@@ -166,6 +166,8 @@ impl Unpark for EngineUnpark {
 /// A poller's thread-local state, reached by its connections' callbacks (which hold an
 /// `Rc` of it) and by sends made on its thread (through [`with_current_poller`]).
 pub(crate) struct PollerLocal {
+    /// Itself, for handing out `Rc`s from the thread-local pointer.
+    me: Weak<PollerLocal>,
     table: u16,
     index: usize,
     net: Arc<NetShared>,
@@ -204,17 +206,23 @@ impl PollerLocal {
 
 thread_local! {
     /// The poller of this thread, if it is a worker's.
-    static CURRENT_POLLER: RefCell<Option<Rc<PollerLocal>>> = const { RefCell::new(None) };
+    /// A plain pointer (no destructor, so no lazy set-up on each access: every send made on
+    /// a poller's thread looks here).
+    static CURRENT_POLLER: Cell<*const PollerLocal> = const { Cell::new(std::ptr::null()) };
 }
 
 /// Runs `f` with this thread's poller, if this thread is one.
 fn with_current_poller<R>(f: impl FnOnce(Option<&PollerLocal>) -> R) -> R {
-    CURRENT_POLLER.with(|c| f(c.borrow().as_deref()))
+    let ptr = CURRENT_POLLER.with(Cell::get);
+    // SAFETY: the pointer is set by `Poller::new` to the `PollerLocal` in the `Rc` that the
+    // poller holds, and cleared by the poller's `Drop`, both on this thread; it is only read
+    // on this thread, so while it is set the `Rc` (and the value) is alive.
+    f(unsafe { ptr.as_ref() })
 }
 
 /// This thread's poller, if it is one.
 pub(crate) fn current_poller() -> Option<Rc<PollerLocal>> {
-    CURRENT_POLLER.with(|c| c.borrow().clone())
+    with_current_poller(|p| p.and_then(|p| p.me.upgrade()))
 }
 
 /// A worker's poller: its engine and the sockets in it. The worker's [`Driver`].
@@ -227,13 +235,14 @@ pub(crate) struct Poller {
 impl Poller {
     /// The poller of worker `index`, on the worker's own thread.
     pub(crate) fn new(index: usize, engine: Engine, net: Arc<NetShared>) -> Poller {
-        let local = Rc::new(PollerLocal {
+        let local = Rc::new_cyclic(|me| PollerLocal {
+            me: me.clone(),
             table: net.table().id(),
             index,
             net: net.clone(),
             state: RefCell::new(PollerState::default()),
         });
-        CURRENT_POLLER.with(|c| *c.borrow_mut() = Some(local.clone()));
+        CURRENT_POLLER.with(|c| c.set(Rc::as_ptr(&local)));
         Poller { engine, net, local }
     }
 
@@ -454,9 +463,8 @@ impl Driver for Poller {
 impl Drop for Poller {
     fn drop(&mut self) {
         CURRENT_POLLER.with(|c| {
-            let mut current = c.borrow_mut();
-            if current.as_ref().is_some_and(|p| Rc::ptr_eq(p, &self.local)) {
-                *current = None;
+            if std::ptr::eq(c.get(), Rc::as_ptr(&self.local)) {
+                c.set(std::ptr::null());
             }
         });
     }
