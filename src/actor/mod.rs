@@ -20,7 +20,7 @@ mod handle;
 mod pool;
 pub(crate) mod scheduler;
 pub(crate) mod system;
-mod timers;
+pub(crate) mod timers;
 
 pub use cell::{Addr, Context, Recipient};
 pub use handle::SpawnOptions;

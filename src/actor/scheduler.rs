@@ -417,8 +417,8 @@ impl WorkerLocal {
             return;
         }
         let mut due = self.timers.borrow_mut().take_due(Instant::now());
-        for f in due.drain(..) {
-            f();
+        for t in due.drain(..) {
+            (t.run)();
         }
         self.timers.borrow_mut().recycle(due);
     }

@@ -1,7 +1,8 @@
 //! A worker's actor timers: what fires when, in deadline order.
 //!
 //! Only the worker's own thread touches its queue; timers set from other threads reach it
-//! through the scheduler (see `Scheduler::run_after`).
+//! through the scheduler (see `Scheduler::run_after`). The queue is generic over its clock:
+//! workers keep `Instant`s, the test kit's manual clock `Duration`s since its start.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
@@ -10,44 +11,46 @@ use std::time::Instant;
 /// What an actor timer runs when it fires (it queues a message; it never runs a handler).
 pub(crate) type TimerFn = Box<dyn FnOnce() + Send>;
 
-struct Pending {
-    at: Instant,
-    /// Insertion order, so that timers due at the same instant fire in the order set.
-    seq: u64,
-    run: TimerFn,
+/// A timer that is due or pending.
+pub(crate) struct Timer<T> {
+    pub(crate) at: T,
+    /// Insertion order (from 1), so that timers due at the same instant fire in the order
+    /// set.
+    pub(crate) seq: u64,
+    pub(crate) run: TimerFn,
 }
 
-impl PartialEq for Pending {
-    fn eq(&self, other: &Pending) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+impl<T: Ord> PartialEq for Timer<T> {
+    fn eq(&self, other: &Timer<T>) -> bool {
+        (&self.at, self.seq) == (&other.at, other.seq)
     }
 }
 
-impl Eq for Pending {}
+impl<T: Ord> Eq for Timer<T> {}
 
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Pending) -> Option<CmpOrdering> {
+impl<T: Ord> PartialOrd for Timer<T> {
+    fn partial_cmp(&self, other: &Timer<T>) -> Option<CmpOrdering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Pending {
+impl<T: Ord> Ord for Timer<T> {
     /// Reversed: the earliest deadline is the greatest, for the max-heap.
-    fn cmp(&self, other: &Pending) -> CmpOrdering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
+    fn cmp(&self, other: &Timer<T>) -> CmpOrdering {
+        (&other.at, other.seq).cmp(&(&self.at, self.seq))
     }
 }
 
-/// A worker's pending timers.
-pub(crate) struct TimerQueue {
-    heap: BinaryHeap<Pending>,
+/// Pending timers on a clock whose instants are `T`.
+pub(crate) struct TimerQueue<T = Instant> {
+    heap: BinaryHeap<Timer<T>>,
     seq: u64,
     /// Reused between passes.
-    due: Vec<TimerFn>,
+    due: Vec<Timer<T>>,
 }
 
-impl TimerQueue {
-    pub(crate) fn new() -> TimerQueue {
+impl<T: Ord + Copy> TimerQueue<T> {
+    pub(crate) fn new() -> TimerQueue<T> {
         TimerQueue {
             heap: BinaryHeap::new(),
             seq: 0,
@@ -55,39 +58,41 @@ impl TimerQueue {
         }
     }
 
-    pub(crate) fn insert(&mut self, at: Instant, run: TimerFn) {
+    /// Adds a timer; returns its sequence number.
+    pub(crate) fn insert(&mut self, at: T, run: TimerFn) -> u64 {
         self.seq += 1;
-        self.heap.push(Pending {
+        self.heap.push(Timer {
             at,
             seq: self.seq,
             run,
         });
+        self.seq
     }
 
     /// The earliest deadline, if any timer is pending.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<T> {
         self.heap.peek().map(|p| p.at)
     }
 
     /// Takes every timer due at `now`, in deadline order; the caller runs them once the
     /// queue is no longer borrowed (a timer may set another).
-    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<TimerFn> {
+    pub(crate) fn take_due(&mut self, now: T) -> Vec<Timer<T>> {
         let mut due = std::mem::take(&mut self.due);
         while self.heap.peek().is_some_and(|p| p.at <= now) {
-            due.push(self.heap.pop().expect("peeked").run);
+            due.push(self.heap.pop().expect("peeked"));
         }
         due
     }
 
     /// Hands back the emptied vector of [`TimerQueue::take_due`] for reuse.
-    pub(crate) fn recycle(&mut self, mut due: Vec<TimerFn>) {
+    pub(crate) fn recycle(&mut self, mut due: Vec<Timer<T>>) {
         due.clear();
         if self.due.capacity() < due.capacity() {
             self.due = due;
         }
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testkit"))]
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
@@ -114,8 +119,8 @@ mod tests {
         assert_eq!(q.next_deadline(), Some(t0 + Duration::from_millis(10)));
         let due = q.take_due(t0 + Duration::from_millis(30));
         assert_eq!(due.len(), 3);
-        for f in due {
-            f();
+        for t in due {
+            (t.run)();
         }
         assert_eq!(*log.lock().unwrap(), ["a", "b", "c"]);
         assert_eq!(q.len(), 1);

@@ -10,45 +10,14 @@ use super::rng::SimRng;
 use super::world::World;
 use crate::actor::ActorId;
 use crate::actor::scheduler::{Manual, Task};
+use crate::actor::timers::{TimerFn, TimerQueue};
 use crate::sync::{Arc, Mutex};
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// What an actor timer runs when it fires.
-type TimerFn = Box<dyn FnOnce() + Send>;
-
-struct Timer {
-    at: Duration,
-    seq: u64,
-    run: TimerFn,
-}
-
-impl PartialEq for Timer {
-    fn eq(&self, other: &Timer) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl Eq for Timer {}
-
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, other: &Timer) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Timer {
-    /// Reversed: the earliest deadline (then the earliest set) is the greatest.
-    fn cmp(&self, other: &Timer) -> CmpOrdering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
 
 struct CoreState {
     ready: BTreeMap<ActorId, Task>,
-    timers: BinaryHeap<Timer>,
-    timers_set: u64,
+    timers: TimerQueue<Duration>,
     rng: SimRng,
 }
 
@@ -72,8 +41,7 @@ impl SimCore {
             world,
             state: Mutex::new(CoreState {
                 ready: BTreeMap::new(),
-                timers: BinaryHeap::new(),
-                timers_set: 0,
+                timers: TimerQueue::new(),
                 rng,
             }),
         }
@@ -97,18 +65,13 @@ impl SimCore {
 
     /// The earliest timer deadline.
     pub(crate) fn next_deadline(&self) -> Option<Duration> {
-        self.state.lock().unwrap().timers.peek().map(|t| t.at)
+        self.state.lock().unwrap().timers.next_deadline()
     }
 
     /// Takes the timers due at `now`, in deadline order (then in the order set).
     pub(crate) fn take_due(&self, now: Duration) -> Vec<(u64, Duration, TimerFn)> {
-        let mut st = self.state.lock().unwrap();
-        let mut due = Vec::new();
-        while st.timers.peek().is_some_and(|t| t.at <= now) {
-            let t = st.timers.pop().expect("peeked");
-            due.push((t.seq, t.at, t.run));
-        }
-        due
+        let due = self.state.lock().unwrap().timers.take_due(now);
+        due.into_iter().map(|t| (t.seq, t.at, t.run)).collect()
     }
 
     /// Actors waiting to run and timers pending.
@@ -124,7 +87,7 @@ impl SimCore {
         let timers = {
             let mut st = self.state.lock().unwrap();
             st.ready.clear();
-            std::mem::take(&mut st.timers)
+            std::mem::replace(&mut st.timers, TimerQueue::new())
         };
         drop(timers);
     }
@@ -139,13 +102,7 @@ impl Manual for SimCore {
 
     fn run_after(&self, delay: Duration, f: TimerFn) {
         let at = self.world.now().saturating_add(delay);
-        let seq = {
-            let mut st = self.state.lock().unwrap();
-            st.timers_set += 1;
-            let seq = st.timers_set;
-            st.timers.push(Timer { at, seq, run: f });
-            seq
-        };
+        let seq = self.state.lock().unwrap().timers.insert(at, f);
         self.world.record(format_args!(
             "timer {seq} set, due at {:.6}s",
             at.as_secs_f64()
