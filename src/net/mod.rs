@@ -15,8 +15,9 @@ pub use conn::{
     OnDisconnect, OnPacket,
 };
 pub use engine::{
-    Completion, Engine, EngineHandle, IoKind, IoRequest, LISTEN_BACKLOG, ListenerId,
-    OnClearPending, OnIoFinish, RequestError, Socket, SocketId, Submitted,
+    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, Completion, Engine, EngineHandle, IoKind, IoRequest,
+    LISTEN_BACKLOG, ListenerId, OnClearPending, OnIoFinish, RequestError, Socket, SocketId,
+    Submitted,
 };
 pub use packet::{DEFAULT_MAX_PACKET_LEN, HEADER_LEN, RPacket, WPacket};
 

@@ -29,7 +29,7 @@ mod socket;
 pub use bound::{
     Completion, IoKind, IoRequest, OnClearPending, OnIoFinish, RequestError, SocketId, Submitted,
 };
-pub use listener::{LISTEN_BACKLOG, ListenerId};
+pub use listener::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, LISTEN_BACKLOG, ListenerId};
 pub use reactor::{Engine, EngineHandle};
 pub(crate) use reactor::{Key, Source};
 pub use socket::Socket;

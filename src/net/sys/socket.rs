@@ -266,3 +266,13 @@ pub(crate) fn raise_fd_limit() -> io::Result<u64> {
     }
     Ok(rl.rlim_cur)
 }
+
+/// Whether an error means the process or the system is short of a resource (descriptors,
+/// buffers, memory), so that retrying at once would fail again; as opposed to one
+/// connection failing.
+pub(crate) fn is_out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
