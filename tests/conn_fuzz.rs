@@ -461,15 +461,21 @@ struct Iter {
     trace: Vec<String>,
 }
 
+/// An engine with a listener on a free loopback port that collects what it accepts.
+fn listening_engine() -> (Engine, ListenerId, SocketAddr, Rc<RefCell<Vec<Socket>>>) {
+    let mut engine = Engine::new().expect("Engine::new");
+    let accepted: Rc<RefCell<Vec<Socket>>> = Rc::default();
+    let slot = accepted.clone();
+    let listener = engine
+        .listen(any_port(), move |_, socket| slot.borrow_mut().push(socket))
+        .expect("listen");
+    let addr = engine.listener_addr(listener).expect("listener_addr");
+    (engine, listener, addr, accepted)
+}
+
 impl Iter {
     fn new(seed: u64) -> Iter {
-        let mut engine = Engine::new().expect("Engine::new");
-        let accepted: Rc<RefCell<Vec<Socket>>> = Rc::default();
-        let slot = accepted.clone();
-        let listener = engine
-            .listen(any_port(), move |_, socket| slot.borrow_mut().push(socket))
-            .expect("listen");
-        let addr = engine.listener_addr(listener).expect("listener_addr");
+        let (engine, listener, addr, accepted) = listening_engine();
         Iter {
             rng: Rng::new(seed),
             engine,
@@ -1143,13 +1149,7 @@ fn lone_connection(
     ConnId,
     Rc<RefCell<Vec<DisconnectReason>>>,
 ) {
-    let mut engine = Engine::new().expect("Engine::new");
-    let accepted: Rc<RefCell<Vec<Socket>>> = Rc::default();
-    let slot = accepted.clone();
-    let listener = engine
-        .listen(any_port(), move |_, socket| slot.borrow_mut().push(socket))
-        .expect("listen");
-    let addr = engine.listener_addr(listener).expect("listener_addr");
+    let (mut engine, listener, addr, accepted) = listening_engine();
     let client = support::wire::client(addr);
     run_until(&mut engine, "the accept", |_| !accepted.borrow().is_empty());
     engine.close_listener(listener);
