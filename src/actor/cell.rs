@@ -416,7 +416,7 @@ impl<A: Actor> Addr<A> {
     /// the actor has stopped by then, the message is dropped.
     pub fn send_after(&self, delay: Duration, msg: A::Msg) {
         let addr = self.clone();
-        self.cell.system.sched.run_after(
+        let _ = self.cell.system.sched.run_after(
             delay,
             Box::new(move || {
                 let _ = addr.cell.push_user(msg, true);
@@ -659,8 +659,8 @@ impl<M: Send + 'static> Recipient<M> {
 
 /// What a handler can do besides handling: its own address, stopping, spawning, watching.
 pub struct Context<'a, A: Actor> {
-    cell: &'a Arc<ActorCell<A>>,
-    stop: &'a mut Option<StopReason>,
+    pub(super) cell: &'a Arc<ActorCell<A>>,
+    pub(super) stop: &'a mut Option<StopReason>,
 }
 
 impl<A: Actor> Context<'_, A> {

@@ -28,7 +28,7 @@
 //! it. The switch sits where a task or timer comes from outside the pool, behind the check for
 //! the current worker, so a worker's own scheduling never looks at it.
 
-use super::timers::{TimerFn, TimerQueue};
+use super::timers::{TimerFn, TimerKey, TimerQueue};
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, IdleWorkers, Mutex, Ordering, thread_local};
 use std::cell::{Cell, RefCell};
@@ -148,7 +148,22 @@ pub(crate) trait Manual: Send + Sync {
     /// A task became runnable.
     fn schedule(&self, task: Task);
     /// `f` is due `delay` from now, on the driver's clock.
-    fn run_after(&self, delay: Duration, f: TimerFn);
+    fn run_after(&self, delay: Duration, f: TimerFn) -> TimerKey;
+    /// Drops a timer `run_after` set, unless it has fired.
+    fn cancel(&self, key: TimerKey);
+}
+
+/// A timer set through [`Scheduler::run_after`], for [`Scheduler::cancel_timer`].
+#[derive(Clone, Debug)]
+pub(crate) enum SchedTimer {
+    /// In the queue of worker `worker`.
+    Local { worker: u32, key: TimerKey },
+    /// Set from outside the pool; waits in a worker's queue behind a flag that the first of
+    /// firing and cancelling sets.
+    Remote(Arc<AtomicBool>),
+    /// In the manual driver's queue.
+    #[cfg(feature = "testkit")]
+    Manual(TimerKey),
 }
 
 /// The cross-thread half of a [`Driver`]: waking its worker.
@@ -164,6 +179,9 @@ struct WorkerShared {
     unpark: Arc<dyn Unpark>,
     /// Timers set from other threads, for this worker to take into its queue.
     remote_timers: Mutex<Vec<(Instant, TimerFn)>>,
+    /// Timers of this worker that other threads cancelled, for it to drop.
+    remote_cancels: Mutex<Vec<TimerKey>>,
+    /// Set when either of the two above has entries.
     remote_timers_pending: AtomicBool,
 }
 
@@ -201,6 +219,7 @@ impl Scheduler {
                 .map(|unpark| WorkerShared {
                     unpark,
                     remote_timers: Mutex::new(Vec::new()),
+                    remote_cancels: Mutex::new(Vec::new()),
                     remote_timers_pending: AtomicBool::new(false),
                 })
                 .collect(),
@@ -273,27 +292,73 @@ impl Scheduler {
     }
 
     /// Runs `f` on a worker after `delay`: on this worker if this thread is one of ours, else
-    /// on the workers in turn.
-    pub(crate) fn run_after(&self, delay: Duration, f: TimerFn) {
+    /// on the workers in turn. Returns what cancels it.
+    pub(crate) fn run_after(&self, delay: Duration, f: TimerFn) -> SchedTimer {
         let leftover = with_current(self, |w| match w {
-            Some(w) => {
-                w.timers.borrow_mut().insert(Instant::now() + delay, f);
-                None
-            }
-            None => Some(f),
+            Some(w) => Err(SchedTimer::Local {
+                worker: w.index as u32,
+                key: w.timers.borrow_mut().insert(Instant::now() + delay, f),
+            }),
+            None => Ok(f),
         });
-        let Some(f) = leftover else { return };
+        let f = match leftover {
+            Ok(f) => f,
+            Err(local) => return local,
+        };
         #[cfg(feature = "testkit")]
         if let Some(manual) = &self.manual {
-            return manual.run_after(delay, f);
+            return SchedTimer::Manual(manual.run_after(delay, f));
         }
         let at = Instant::now() + delay;
+        let flag = Arc::new(AtomicBool::new(false));
+        let fire_flag = flag.clone();
+        let f: TimerFn = Box::new(move || {
+            if !fire_flag.swap(true, Ordering::AcqRel) {
+                f();
+            }
+        });
         let i = self.next_timer_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         let w = &self.workers[i];
         w.remote_timers.lock().unwrap().push((at, f));
         w.remote_timers_pending.store(true, Ordering::SeqCst);
         // The worker raises its flag before it looks at `remote_timers_pending` (see `park`).
         w.unpark.wake_if_sleeping();
+        SchedTimer::Remote(flag)
+    }
+
+    /// Cancels a timer of [`Scheduler::run_after`]. On the worker that holds it, or for a
+    /// timer set from outside the pool, a timer that has not fired never will, and the
+    /// result says whether it was still pending. From another thread the cancel is handed
+    /// to the holding worker, the timer may fire before that worker takes it, and the
+    /// result is false; callers that need to know keep state of their own.
+    pub(crate) fn cancel_timer(&self, timer: &SchedTimer) -> bool {
+        match timer {
+            SchedTimer::Remote(flag) => !flag.swap(true, Ordering::AcqRel),
+            #[cfg(feature = "testkit")]
+            SchedTimer::Manual(key) => {
+                if let Some(manual) = &self.manual {
+                    manual.cancel(*key);
+                }
+                false
+            }
+            SchedTimer::Local { worker, key } => {
+                let done = with_current(self, |w| match w {
+                    Some(w) if w.index == *worker as usize => {
+                        Some(w.timers.borrow_mut().cancel(*key))
+                    }
+                    _ => None,
+                });
+                if let Some(cancelled) = done {
+                    return cancelled;
+                }
+                let Some(w) = self.workers.get(*worker as usize) else {
+                    return false;
+                };
+                w.remote_cancels.lock().unwrap().push(*key);
+                w.remote_timers_pending.store(true, Ordering::SeqCst);
+                false
+            }
+        }
     }
 
     /// Shutdown has begun: idle workers look around regularly instead of sleeping for good.
@@ -413,7 +478,7 @@ impl WorkerLocal {
 
     /// Runs the timers that are due (reading the clock only if any is pending).
     fn run_due_timers(&self) {
-        if self.timers.borrow().next_deadline().is_none() {
+        if self.timers.borrow_mut().next_deadline().is_none() {
             return;
         }
         let mut due = self.timers.borrow_mut().take_due(Instant::now());
@@ -429,11 +494,20 @@ impl WorkerLocal {
             return;
         }
         let mut remote = shared.remote_timers.lock().unwrap();
+        let mut cancels = shared.remote_cancels.lock().unwrap();
         shared.remote_timers_pending.store(false, Ordering::SeqCst);
         let mut timers = self.timers.borrow_mut();
         for (at, f) in remote.drain(..) {
             timers.insert(at, f);
         }
+        let mut cancelled = Vec::with_capacity(cancels.len());
+        for key in cancels.drain(..) {
+            cancelled.push(timers.cancel_take(key));
+        }
+        drop((timers, cancels, remote));
+        // Dropped outside the queue's borrow: a closure may hold an address whose last drop
+        // runs an actor's destructor.
+        drop(cancelled);
     }
 }
 
@@ -514,7 +588,8 @@ pub(crate) fn run_worker(
         } else {
             recheck
         };
-        if let Some(next) = local.timers.borrow().next_deadline() {
+        let next_timer = local.timers.borrow_mut().next_deadline();
+        if let Some(next) = next_timer {
             let until = next.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(until, |t| t.min(until)));
         }

@@ -10,7 +10,7 @@ use super::rng::SimRng;
 use super::world::World;
 use crate::actor::ActorId;
 use crate::actor::scheduler::{Manual, Task};
-use crate::actor::timers::{TimerFn, TimerQueue};
+use crate::actor::timers::{TimerFn, TimerKey, TimerQueue};
 use crate::sync::{Arc, Mutex};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -100,12 +100,24 @@ impl Manual for SimCore {
         debug_assert!(prev.is_none(), "{id} scheduled twice");
     }
 
-    fn run_after(&self, delay: Duration, f: TimerFn) {
+    fn run_after(&self, delay: Duration, f: TimerFn) -> TimerKey {
         let at = self.world.now().saturating_add(delay);
-        let seq = self.state.lock().unwrap().timers.insert(at, f);
+        let key = self.state.lock().unwrap().timers.insert(at, f);
         self.world.record(format_args!(
-            "timer {seq} set, due at {:.6}s",
+            "timer {} set, due at {:.6}s",
+            key.seq,
             at.as_secs_f64()
         ));
+        key
+    }
+
+    fn cancel(&self, key: TimerKey) {
+        let dropped = self.state.lock().unwrap().timers.cancel_take(key);
+        if dropped.is_some() {
+            self.world
+                .record(format_args!("timer {} cancelled", key.seq));
+        }
+        // Dropped outside the lock: the closure may hold an address.
+        drop(dropped);
     }
 }
