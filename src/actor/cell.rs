@@ -15,10 +15,24 @@ use std::time::{Duration, Instant};
 
 /// Control messages, on the mailbox's system lane.
 pub(crate) enum SystemMsg {
+    /// Stop after the message in hand; what is queued is dropped (and counted).
     Stop(StopReason),
+    /// Handle what is queued (the mailbox already refuses new user messages), then stop.
+    Drain(StopReason),
+    /// A supervisor takes the instance down (its `stopped` runs); messages keep queuing.
+    Suspend,
+    /// A supervisor brings a suspended actor back with a fresh instance.
+    Restart,
     Watch(Arc<dyn Watcher>),
     Terminated(ActorId, StopReason),
     Registered(String),
+}
+
+/// Where a supervised child reports that its instance failed.
+pub(crate) trait SupervisorLink: Send + Sync + 'static {
+    /// The child `id` lost its instance (a panic); it is suspended until told to restart.
+    /// Returns false if the supervisor is gone (the child then stops for good).
+    fn child_failed(&self, id: ActorId, reason: StopReason) -> bool;
 }
 
 /// Something that wants to hear when an actor stops.
@@ -26,23 +40,33 @@ pub(crate) trait Watcher: Send + Sync + 'static {
     fn notify_stopped(self: Arc<Self>, id: ActorId, reason: StopReason);
 }
 
-/// A factory and the record of recent restarts.
+/// A factory, and who decides on restarts: the actor itself by a policy (with the record of
+/// recent restarts), or a supervisor.
 struct Restart<A> {
     factory: Box<dyn FnMut() -> A + Send>,
-    policy: RestartPolicy,
+    decides: Decides,
     recent: VecDeque<Instant>,
+}
+
+enum Decides {
+    Policy(RestartPolicy),
+    Supervisor(Arc<dyn SupervisorLink>),
 }
 
 impl<A> Restart<A> {
     fn allow(&mut self, now: Instant) -> bool {
+        let Decides::Policy(policy) = &self.decides else {
+            return false;
+        };
+        let policy = *policy;
         while self
             .recent
             .front()
-            .is_some_and(|t| now.duration_since(*t) > self.policy.within)
+            .is_some_and(|t| now.duration_since(*t) > policy.within)
         {
             self.recent.pop_front();
         }
-        if self.recent.len() as u32 >= self.policy.max_restarts {
+        if self.recent.len() as u32 >= policy.max_restarts {
             return false;
         }
         self.recent.push_back(now);
@@ -59,10 +83,16 @@ struct RunState<A: Actor> {
     names: Vec<String>,
     /// Boxed: most actors are not supervised, and each spawned actor's size counts.
     restart: Option<Box<Restart<A>>>,
+    /// Set by a draining stop: stop with this reason once the mailbox is empty.
+    draining: Option<StopReason>,
+    /// The instance is gone until a supervisor restarts it; messages wait.
+    suspended: bool,
 }
 
 pub(crate) struct ActorCell<A: Actor> {
     pub(crate) id: ActorId,
+    /// How far below a top-level actor it was spawned (children stop before parents).
+    pub(crate) depth: u32,
     sched: SchedState,
     mailbox: Mailbox<A::Msg, SystemMsg>,
     pub(crate) system: Arc<SystemInner>,
@@ -82,15 +112,17 @@ pub(crate) struct ActorCell<A: Actor> {
 unsafe impl<A: Actor> Sync for ActorCell<A> {}
 
 impl<A: Actor> ActorCell<A> {
-    pub(crate) fn new(
+    fn new(
         id: ActorId,
         actor: A,
         system: Arc<SystemInner>,
         capacity: usize,
-        restart: Option<(Box<dyn FnMut() -> A + Send>, RestartPolicy)>,
+        depth: u32,
+        restart: Option<(Box<dyn FnMut() -> A + Send>, Decides)>,
     ) -> ActorCell<A> {
         ActorCell {
             id,
+            depth,
             sched: SchedState::new(),
             mailbox: Mailbox::new(capacity),
             system,
@@ -103,13 +135,15 @@ impl<A: Actor> ActorCell<A> {
                 started: false,
                 watchers: Vec::new(),
                 names: Vec::new(),
-                restart: restart.map(|(factory, policy)| {
+                restart: restart.map(|(factory, decides)| {
                     Box::new(Restart {
                         factory,
-                        policy,
+                        decides,
                         recent: VecDeque::new(),
                     })
                 }),
+                draining: None,
+                suspended: false,
             }),
         }
     }
@@ -180,7 +214,8 @@ impl<A: Actor> ActorCell<A> {
         }
     }
 
-    /// A handler panicked: restart in place if the policy allows, otherwise stop.
+    /// A handler panicked: restart in place if the policy allows, hand the decision to the
+    /// supervisor, or stop.
     fn on_panic(
         self: &Arc<Self>,
         st: &mut RunState<A>,
@@ -191,17 +226,66 @@ impl<A: Actor> ActorCell<A> {
             *stop = Some(StopReason::Panicked(msg));
             return;
         };
+        if let Decides::Supervisor(link) = &restart.decides {
+            let link = link.clone();
+            self.suspend(st, stop);
+            if !link.child_failed(self.id, StopReason::Panicked(msg.clone())) {
+                *stop = Some(StopReason::Panicked(msg));
+            }
+            return;
+        }
         if !restart.allow(Instant::now()) {
             *stop = Some(StopReason::RestartLimit(msg));
             return;
         }
-        // The broken instance is dropped without `stopped`: its state is suspect.
-        let old = st.actor.take();
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(old)));
-        let fresh = catch_unwind(AssertUnwindSafe(|| (restart.factory)()));
-        match fresh {
+        self.suspend(st, stop);
+        self.restart(st, stop);
+    }
+
+    /// Takes the instance down for a restart: its `stopped` runs (it may find its state
+    /// broken by a panic), then it is dropped. The messages of the interrupted batch go back
+    /// to the front of the mailbox, for the next instance.
+    fn suspend(self: &Arc<Self>, st: &mut RunState<A>, stop: &mut Option<StopReason>) {
+        if st.suspended {
+            return;
+        }
+        st.suspended = true;
+        if let Some(mut actor) = st.actor.take() {
+            let mut ignored = None;
+            let mut ctx = Context {
+                cell: self,
+                stop: &mut ignored,
+            };
+            let _ = catch_unwind(AssertUnwindSafe(|| actor.stopped(&mut ctx)));
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(actor)));
+        }
+        if !st.batch.is_empty() {
+            let batch = std::mem::take(&mut st.batch);
+            if !self.mailbox.push_front_batch_map(batch.into_iter(), |m| m) {
+                *stop = Some(StopReason::Normal);
+            }
+        }
+        // This turn must look at the mailbox again before going idle.
+        self.sched.notify();
+    }
+
+    /// Brings a suspended actor back: a fresh instance from the factory runs `started`, and
+    /// the layer above (the runtime) re-announces what the actor owns, in front of what is
+    /// queued.
+    fn restart(self: &Arc<Self>, st: &mut RunState<A>, stop: &mut Option<StopReason>) {
+        if !st.suspended {
+            return;
+        }
+        let Some(restart) = st.restart.as_mut() else {
+            return;
+        };
+        match catch_unwind(AssertUnwindSafe(|| (restart.factory)())) {
             Ok(actor) => {
                 st.actor = Some(actor);
+                st.suspended = false;
+                // What waited while it was suspended is taken before this turn goes idle.
+                self.sched.notify();
+                self.system.actor_restarted(self.id);
                 self.with_context(st, stop, |a, ctx| a.started(ctx));
             }
             Err(p) => *stop = Some(StopReason::Panicked(panic_message(p.as_ref()))),
@@ -216,6 +300,13 @@ impl<A: Actor> ActorCell<A> {
     ) {
         match msg {
             SystemMsg::Stop(reason) => *stop = Some(reason),
+            SystemMsg::Drain(reason) => {
+                if st.draining.is_none() {
+                    st.draining = Some(reason);
+                }
+            }
+            SystemMsg::Suspend => self.suspend(st, stop),
+            SystemMsg::Restart => self.restart(st, stop),
             SystemMsg::Watch(w) => st.watchers.push(w),
             SystemMsg::Registered(name) => st.names.push(name),
             SystemMsg::Terminated(id, reason) => {
@@ -238,8 +329,13 @@ impl<A: Actor> ActorCell<A> {
         }
         let mut handled = 0;
         loop {
-            let (system_waiting, drained) =
-                self.mailbox.take_batch(&mut st.batch, budget - handled);
+            // A suspended actor takes only system messages; user messages wait for the next
+            // instance.
+            let (system_waiting, drained) = if st.suspended {
+                (self.mailbox.has_system(), true)
+            } else {
+                self.mailbox.take_batch(&mut st.batch, budget - handled)
+            };
             if system_waiting {
                 while stop.is_none() {
                     match self.mailbox.pop_system() {
@@ -248,7 +344,7 @@ impl<A: Actor> ActorCell<A> {
                     }
                 }
             }
-            while stop.is_none() {
+            while stop.is_none() && !st.suspended {
                 let Some(msg) = st.batch.pop_front() else {
                     break;
                 };
@@ -258,6 +354,13 @@ impl<A: Actor> ActorCell<A> {
                 self.started_msgs
                     .store(started.wrapping_add(1), Ordering::Relaxed);
                 self.with_context(st, &mut stop, |a, ctx| a.handle(msg, ctx));
+            }
+            if stop.is_none()
+                && st.draining.is_some()
+                && st.batch.is_empty()
+                && (st.suspended || self.mailbox.drained())
+            {
+                stop = st.draining.take();
             }
             if let Some(reason) = stop.take() {
                 return Turn::Finished(self.finish(st, reason));
@@ -285,13 +388,17 @@ impl<A: Actor> ActorCell<A> {
     fn finish(self: &Arc<Self>, st: &mut RunState<A>, reason: StopReason) -> Arc<dyn Runnable> {
         *self.stop_reason.lock().unwrap() = Some(reason.clone());
         let (unhandled, system) = self.mailbox.close();
+        let dropped = unhandled.len() + st.batch.len();
+        if dropped > 0 {
+            self.system.count_dropped(&reason, dropped);
+        }
         drop(unhandled);
         st.batch.clear();
         for msg in system {
             match msg {
                 SystemMsg::Watch(w) => st.watchers.push(w),
                 SystemMsg::Registered(name) => st.names.push(name),
-                SystemMsg::Stop(_) | SystemMsg::Terminated(..) => {}
+                _ => {}
             }
         }
         // Names go first: a lookup must not find an actor that no longer takes messages, and
@@ -303,6 +410,7 @@ impl<A: Actor> ActorCell<A> {
         self.with_context(st, &mut ignored, |a, ctx| a.stopped(ctx));
         let actor = st.actor.take();
         let _ = catch_unwind(AssertUnwindSafe(move || drop(actor)));
+        st.restart = None;
         for w in st.watchers.drain(..) {
             w.notify_stopped(self.id, reason.clone());
         }
@@ -316,6 +424,13 @@ impl<A: Actor> ActorCell<A> {
             Some(table_ref) => table_ref as Arc<dyn Runnable>,
             None => self.clone() as Arc<dyn Runnable>,
         }
+    }
+
+    /// Stops after what is queued now: new user messages are refused (handed back to their
+    /// senders) from this call on.
+    pub(crate) fn drain_stop(self: &Arc<Self>, reason: StopReason) {
+        self.mailbox.start_draining();
+        let _ = self.push_system(SystemMsg::Drain(reason));
     }
 
     /// Adds a watcher, or tells it at once if this actor has already stopped.
@@ -357,8 +472,23 @@ impl<A: Actor> Watcher for ActorCell<A> {
 }
 
 impl<A: Actor> Stoppable for ActorCell<A> {
-    fn request_stop(self: Arc<Self>, reason: StopReason) {
-        let _ = self.push_system(SystemMsg::Stop(reason));
+    fn request_stop(self: Arc<Self>, reason: StopReason, drain: bool) {
+        if drain {
+            self.drain_stop(reason);
+        } else {
+            let _ = self.push_system(SystemMsg::Stop(reason));
+        }
+    }
+
+    fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    fn idle_and_empty(&self) -> (bool, u64) {
+        (
+            self.sched.is_idle() && self.mailbox.len() == 0,
+            self.started_msgs(),
+        )
     }
 }
 
@@ -424,9 +554,20 @@ impl<A: Actor> Addr<A> {
         );
     }
 
-    /// Asks the actor to stop: it finishes the message in hand, then stops with
-    /// [`StopReason::Normal`]. Messages still queued are dropped.
+    /// Stops the actor gracefully: from this call on its mailbox refuses new messages
+    /// (senders get them back as [`TrySendError::Closed`]); the actor handles everything
+    /// queued before, then stops with [`StopReason::Normal`]. Nothing is dropped.
+    ///
+    /// To stop after the message in hand instead, dropping what is queued, use
+    /// [`Addr::kill`].
     pub fn stop(&self) {
+        self.cell.drain_stop(StopReason::Normal);
+    }
+
+    /// Stops the actor after the message in hand (control messages overtake its queue),
+    /// with [`StopReason::Normal`]. Messages still queued are dropped and counted in
+    /// [`DroppedMessages::killed`](super::DroppedMessages::killed).
+    pub fn kill(&self) {
         let _ = self.cell.push_system(SystemMsg::Stop(StopReason::Normal));
     }
 
@@ -435,9 +576,9 @@ impl<A: Actor> Addr<A> {
         self.cell.id
     }
 
-    /// Whether the actor still accepts messages.
+    /// Whether the actor still accepts messages (false once it stops or drains to stop).
     pub fn is_alive(&self) -> bool {
-        !self.cell.mailbox.is_closed()
+        !self.cell.mailbox.refuses_users()
     }
 
     /// Messages waiting in its mailbox.
@@ -511,7 +652,7 @@ where
     }
 
     fn alive(&self) -> bool {
-        !self.mailbox.is_closed()
+        !self.mailbox.refuses_users()
     }
 
     fn queued(&self) -> usize {
@@ -676,7 +817,9 @@ impl<A: Actor> Context<'_, A> {
         self.cell.id
     }
 
-    /// Stops this actor once the current handler returns ([`StopReason::Normal`]).
+    /// Stops this actor once the current handler returns ([`StopReason::Normal`]); messages
+    /// still queued are dropped (and counted, as by [`Addr::kill`]). To handle them first,
+    /// call [`Addr::stop`] on [`Context::addr`].
     pub fn stop(&mut self) {
         if self.stop.is_none() {
             *self.stop = Some(StopReason::Normal);
@@ -690,9 +833,14 @@ impl<A: Actor> Context<'_, A> {
         }
     }
 
-    /// Spawns another actor in the same system.
+    /// Spawns another actor in the same system, as a child of this one: at shutdown it is
+    /// stopped before this actor.
     pub fn spawn<B: Actor>(&self, actor: B) -> Addr<B> {
-        spawn(&self.cell.system, actor, Supervision::None, None, None)
+        let placement = Placement {
+            depth: self.cell.depth + 1,
+            ..Placement::default()
+        };
+        spawn(&self.cell.system, actor, Supervision::None, placement)
             .unwrap_or_else(|_| unreachable!("an unnamed spawn cannot fail"))
     }
 
@@ -723,6 +871,17 @@ pub(crate) enum Supervision<A> {
     None,
     /// Rebuilt in place by the factory after a panic, within the policy.
     Restart(Box<dyn FnMut() -> A + Send>, RestartPolicy),
+    /// Rebuilt in place by the factory when its supervisor says so.
+    Supervisor(Box<dyn FnMut() -> A + Send>, Arc<dyn SupervisorLink>),
+}
+
+/// Where a spawned actor sits: its name, its mailbox capacity, its depth below a top-level
+/// actor.
+#[derive(Default)]
+pub(crate) struct Placement<'a> {
+    pub(crate) capacity: Option<usize>,
+    pub(crate) name: Option<&'a str>,
+    pub(crate) depth: u32,
 }
 
 /// Spawns an actor into `system`; `capacity` overrides the system default, `name` registers
@@ -731,17 +890,29 @@ pub(crate) fn spawn<A: Actor>(
     system: &Arc<SystemInner>,
     actor: A,
     supervision: Supervision<A>,
-    capacity: Option<usize>,
-    name: Option<&str>,
+    placement: Placement<'_>,
 ) -> Result<Addr<A>, RegistryError> {
+    let Placement {
+        capacity,
+        name,
+        depth,
+    } = placement;
     let id = system.next_actor_id();
     let capacity = capacity.unwrap_or(system.mailbox_capacity);
     let restart = match supervision {
         Supervision::None => None,
-        Supervision::Restart(factory, policy) => Some((factory, policy)),
+        Supervision::Restart(factory, policy) => Some((factory, Decides::Policy(policy))),
+        Supervision::Supervisor(factory, link) => Some((factory, Decides::Supervisor(link))),
     };
     // Allocate outside the live table's lock; under it, only take a slot and publish.
-    let cell = Arc::new(ActorCell::new(id, actor, system.clone(), capacity, restart));
+    let cell = Arc::new(ActorCell::new(
+        id,
+        actor,
+        system.clone(),
+        capacity,
+        depth,
+        restart,
+    ));
     if let Some(name) = name {
         let value: Registered = (id, cell.clone() as Arc<dyn std::any::Any + Send + Sync>);
         system.claim_name(name, value)?;

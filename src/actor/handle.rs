@@ -1,6 +1,6 @@
 //! Spawning, registering and looking up actors through a [`SystemHandle`].
 
-use super::cell::{self, Addr, Supervision};
+use super::cell::{self, Addr, Placement, Supervision};
 use super::system::{RegistryError, SystemHandle};
 use super::{Actor, RestartPolicy};
 
@@ -32,7 +32,7 @@ impl SpawnOptions {
 impl SystemHandle {
     /// Spawns an actor; its `started` runs on a worker before its first message.
     pub fn spawn<A: Actor>(&self, actor: A) -> Addr<A> {
-        cell::spawn(&self.inner, actor, Supervision::None, None, None)
+        cell::spawn(&self.inner, actor, Supervision::None, Placement::default())
             .unwrap_or_else(|_| unreachable!("an unnamed spawn cannot fail"))
     }
 
@@ -46,13 +46,12 @@ impl SystemHandle {
         actor: A,
         opts: SpawnOptions,
     ) -> Result<Addr<A>, RegistryError> {
-        cell::spawn(
-            &self.inner,
-            actor,
-            Supervision::None,
-            opts.mailbox_capacity,
-            opts.name.as_deref(),
-        )
+        let placement = Placement {
+            capacity: opts.mailbox_capacity,
+            name: opts.name.as_deref(),
+            depth: 0,
+        };
+        cell::spawn(&self.inner, actor, Supervision::None, placement)
     }
 
     /// Spawns a supervised actor: when a handler panics, the actor is rebuilt in place by
@@ -65,7 +64,7 @@ impl SystemHandle {
     ) -> Addr<A> {
         let first = factory();
         let supervision = Supervision::Restart(Box::new(factory), policy);
-        cell::spawn(&self.inner, first, supervision, None, None)
+        cell::spawn(&self.inner, first, supervision, Placement::default())
             .unwrap_or_else(|_| unreachable!("an unnamed spawn cannot fail"))
     }
 

@@ -27,7 +27,7 @@ pub use handle::SpawnOptions;
 pub(crate) use pool::RouteKey;
 pub use pool::{Pool, PoolRouting};
 pub(crate) use system::SystemInner;
-pub use system::{RegistryError, SystemHandle};
+pub use system::{DroppedMessages, RegistryError, SystemHandle};
 
 use std::fmt;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 
 use super::scheduler::{Runnable, Scheduler};
 use super::{ActorId, StopReason};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, NameMap, Ordering, SpinLock};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, NameMap, OnceLock, Ordering, SpinLock};
 use slab::Slab;
 use std::any::Any;
 use std::fmt;
@@ -14,7 +14,13 @@ use std::fmt;
 /// Stops an actor from outside (shutdown), whatever its type. A `Runnable`, so that the live
 /// table's reference can be handed to the worker as the keep-alive of a last turn.
 pub(crate) trait Stoppable: Runnable {
-    fn request_stop(self: Arc<Self>, reason: StopReason);
+    /// Asks the actor to stop: after what is queued (`drain`), or after the message in hand.
+    fn request_stop(self: Arc<Self>, reason: StopReason, drain: bool);
+    /// How far below a top-level actor it was spawned.
+    fn depth(&self) -> u32;
+    /// Whether it has nothing queued and is not running, and how many messages it has
+    /// started so far (for a quiescence check).
+    fn idle_and_empty(&self) -> (bool, u64);
 }
 
 /// A registry entry: the holder's id and its cell, as `Any` for a typed lookup.
@@ -53,6 +59,46 @@ pub(crate) struct SystemInner {
     pub(crate) mailbox_capacity: usize,
     /// What the layer that built the system keeps beside it (the runtime: its sockets).
     services: Box<dyn Any + Send + Sync>,
+    /// Told when an actor got a fresh instance (the runtime re-announces its sockets).
+    restart_hook: OnceLock<Box<dyn Fn(ActorId) + Send + Sync>>,
+    /// Messages dropped, by why (see [`DroppedMessages`]).
+    dropped: [AtomicUsize; DROP_KINDS],
+}
+
+const DROP_KINDS: usize = 4;
+
+/// Messages that were queued in a mailbox when its actor stopped without handling them,
+/// counted by why the actor stopped. A stop that drains ([`Addr::stop`](super::Addr::stop),
+/// and a shutdown within its deadline) drops nothing; a send refused because the actor has
+/// stopped or is draining is handed back to its sender, not counted here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DroppedMessages {
+    /// Queued in actors stopped by [`Addr::kill`](super::Addr::kill) or
+    /// [`Context::stop`](super::Context::stop).
+    pub killed: usize,
+    /// Queued in actors whose handler panicked (with no restart left).
+    pub panicked: usize,
+    /// Queued in actors that a shutdown stopped when its deadline passed.
+    pub shutdown_deadline: usize,
+    /// Timer messages that came due after their actor had stopped.
+    pub timer_after_stop: usize,
+}
+
+impl DroppedMessages {
+    /// All of them.
+    pub fn total(&self) -> usize {
+        self.killed + self.panicked + self.shutdown_deadline + self.timer_after_stop
+    }
+
+    /// What was dropped since `earlier`.
+    pub fn since(&self, earlier: &DroppedMessages) -> DroppedMessages {
+        DroppedMessages {
+            killed: self.killed - earlier.killed,
+            panicked: self.panicked - earlier.panicked,
+            shutdown_deadline: self.shutdown_deadline - earlier.shutdown_deadline,
+            timer_after_stop: self.timer_after_stop - earlier.timer_after_stop,
+        }
+    }
 }
 
 impl SystemInner {
@@ -69,6 +115,45 @@ impl SystemInner {
             next_id: AtomicU64::new(1),
             mailbox_capacity,
             services,
+            restart_hook: OnceLock::new(),
+            dropped: std::array::from_fn(|_| AtomicUsize::new(0)),
+        }
+    }
+
+    /// Sets what is told when an actor gets a fresh instance (once).
+    pub(crate) fn set_restart_hook(&self, hook: Box<dyn Fn(ActorId) + Send + Sync>) {
+        let _ = self.restart_hook.set(hook);
+    }
+
+    /// Actor `id` has a fresh instance, on the worker running it.
+    pub(crate) fn actor_restarted(&self, id: ActorId) {
+        if let Some(hook) = self.restart_hook.get() {
+            hook(id);
+        }
+    }
+
+    /// Counts `n` messages dropped by an actor that stopped for `reason`.
+    pub(crate) fn count_dropped(&self, reason: &StopReason, n: usize) {
+        let kind = match reason {
+            StopReason::Normal => 0,
+            StopReason::Panicked(_) | StopReason::RestartLimit(_) => 1,
+            StopReason::Shutdown => 2,
+        };
+        self.dropped[kind].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a timer message that found its actor stopped.
+    pub(crate) fn count_timer_dropped(&self) {
+        self.dropped[3].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dropped(&self) -> DroppedMessages {
+        let n = |i: usize| self.dropped[i].load(Ordering::Relaxed);
+        DroppedMessages {
+            killed: n(0),
+            panicked: n(1),
+            shutdown_deadline: n(2),
+            timer_after_stop: n(3),
         }
     }
 
@@ -132,13 +217,37 @@ impl SystemInner {
         self.sched.is_shutting_down()
     }
 
-    /// Asks every live actor to stop.
-    pub(crate) fn stop_all_actors(&self, reason: StopReason) {
-        let all: Vec<Arc<dyn Stoppable>> =
-            self.live.lock().iter().map(|(_, a)| a.clone()).collect();
-        for a in all {
-            a.request_stop(reason.clone());
+    fn live_snapshot(&self) -> Vec<Arc<dyn Stoppable>> {
+        self.live.lock().iter().map(|(_, a)| a.clone()).collect()
+    }
+
+    /// Asks every live actor at `depth` or deeper to stop (after what is queued, if
+    /// `drain`).
+    pub(crate) fn stop_actors(&self, depth: u32, reason: StopReason, drain: bool) {
+        for a in self.live_snapshot() {
+            if a.depth() >= depth {
+                a.request_stop(reason.clone(), drain);
+            }
         }
+    }
+
+    /// The depth of the deepest live actor.
+    pub(crate) fn deepest_live(&self) -> Option<u32> {
+        self.live.lock().iter().map(|(_, a)| a.depth()).max()
+    }
+
+    /// Whether every live actor is idle with an empty mailbox, and the sum of the messages
+    /// they have started: two equal sums around an all-idle look mean no message moved in
+    /// between.
+    pub(crate) fn activity(&self) -> (bool, u64) {
+        let mut idle = true;
+        let mut started = 0u64;
+        for a in self.live_snapshot() {
+            let (i, n) = a.idle_and_empty();
+            idle &= i;
+            started = started.wrapping_add(n);
+        }
+        (idle, started)
     }
 }
 
@@ -167,6 +276,11 @@ impl SystemHandle {
     /// How many actors are alive.
     pub fn actor_count(&self) -> usize {
         self.inner.live_count()
+    }
+
+    /// Messages dropped so far, by why (see [`DroppedMessages`]).
+    pub fn dropped_messages(&self) -> DroppedMessages {
+        self.inner.dropped()
     }
 
     /// The number of worker threads (1 for a simulation of the test kit, which runs

@@ -5,7 +5,7 @@ use super::poller::{EngineUnpark, NetShared, Poller};
 use super::table::{MAX_SOCKETS_PER_SYSTEM, TableLease};
 use super::transport::Transport;
 use crate::actor::scheduler::{Scheduler, Task, Unpark, run_worker};
-use crate::actor::{StopReason, SystemHandle, SystemInner};
+use crate::actor::{DroppedMessages, StopReason, SystemHandle, SystemInner};
 use crate::net::{ConnOptions, Engine, EngineHandle};
 use crate::sync::deque::Worker;
 use crate::sync::{Arc, Ordering, mpsc, thread};
@@ -239,14 +239,25 @@ impl std::ops::Deref for System {
 
 /// How a shutdown went.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShutdownReport {
-    /// Whether everything stopped before the deadline (false: it was forced).
+    /// Whether every step finished before the deadline and no message was dropped.
     pub graceful: bool,
+    /// Whether the actors went quiet (every mailbox empty, nobody running) before the
+    /// sockets were closed.
+    pub drained: bool,
     /// Actors still alive when the workers were stopped.
     pub actors_left: usize,
     /// Sockets still open when the workers were stopped.
     pub sockets_left: usize,
+    /// Messages dropped during the shutdown, by why: queued in actors that the deadline
+    /// stopped, or timer messages for actors already stopped.
+    pub dropped: DroppedMessages,
 }
+
+/// Shares of the deadline by which each step of a shutdown ends at the latest, in tenths.
+const DRAIN_SHARE: u32 = 4;
+const SOCKETS_SHARE: u32 = 7;
 
 impl System {
     /// A builder with the defaults.
@@ -259,10 +270,22 @@ impl System {
         self.handle.clone()
     }
 
-    /// Shuts down: stops accepting connections, closes every socket gracefully (what was
-    /// queued for sending is written first), stops every actor (each runs `stopped`), and
-    /// joins the workers. Whatever is not done when `deadline` has passed is abandoned: the
-    /// workers leave after the turn they are in, and remaining sockets are closed.
+    /// Shuts down, in this order:
+    ///
+    /// 1. stops accepting connections;
+    /// 2. lets the actors drain their mailboxes (user messages included; actors may keep
+    ///    sending to each other) until every mailbox is empty and no handler runs, for at
+    ///    most 40% of `deadline`;
+    /// 3. closes every socket gracefully (what was queued for sending is written first;
+    ///    owners get their `Disconnected`), by 70% of `deadline`;
+    /// 4. stops the actors, children before their parents (see [`Context::spawn`] and the
+    ///    supervisors): each handles what is queued, then runs `stopped`; sends to an
+    ///    actor that is stopping are refused and handed back;
+    /// 5. when `deadline` has passed, stops the actors still alive after the message in
+    ///    hand (what they had queued is dropped and counted in the report), and joins the
+    ///    workers.
+    ///
+    /// [`Context::spawn`]: crate::Context::spawn
     pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         self.shutdown_inner(deadline)
     }
@@ -270,37 +293,69 @@ impl System {
     fn shutdown_inner(&mut self, deadline: Duration) -> ShutdownReport {
         let inner = &self.handle.inner;
         let net = &self.net;
-        let end = Instant::now() + deadline;
+        let start = Instant::now();
+        let end = start + deadline;
+        let dropped_before = inner.dropped();
         inner.sched.begin_shutdown();
-        net.begin_shutdown();
-        // Sockets first, so that their owners see Disconnected before they stop; half of the
-        // time at most.
-        let sockets_by = Instant::now() + deadline / 2;
-        wait_until(sockets_by, || net.open_sockets() == 0);
-        let mut graceful = net.open_sockets() == 0;
-        // Stop actors; ones spawned meanwhile are swept again.
-        loop {
-            inner.stop_all_actors(StopReason::Shutdown);
-            if wait_until(
-                (Instant::now() + Duration::from_millis(50)).min(end),
-                || inner.live_count() == 0,
-            ) || Instant::now() >= end
-            {
+        // 1.
+        net.stop_accepting();
+        // 2.
+        let drained = wait_quiescent(inner, start + deadline * DRAIN_SHARE / 10);
+        // 3.
+        net.close_all_sockets();
+        let sockets_by = start + deadline * SOCKETS_SHARE / 10;
+        let mut graceful = wait_until(sockets_by, || net.open_sockets() == 0);
+        // 4. Deepest first; actors spawned meanwhile are swept on the next round.
+        while let Some(depth) = inner.deepest_live() {
+            if Instant::now() >= end {
                 break;
             }
+            inner.stop_actors(depth, StopReason::Shutdown, true);
+            let round = (Instant::now() + Duration::from_millis(50)).min(end);
+            wait_until(round, || inner.deepest_live().is_none_or(|d| d < depth));
+        }
+        // 5.
+        if inner.live_count() > 0 {
+            graceful = false;
+            inner.stop_actors(0, StopReason::Shutdown, false);
+            let grace =
+                (deadline / 10).clamp(Duration::from_millis(10), Duration::from_millis(100));
+            wait_until(Instant::now() + grace, || inner.live_count() == 0);
         }
         let actors_left = inner.live_count();
         let sockets_left = net.open_sockets();
-        graceful &= actors_left == 0 && sockets_left == 0;
         inner.sched.exit_workers();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        let dropped = inner.dropped().since(&dropped_before);
+        graceful &= actors_left == 0 && sockets_left == 0 && dropped.total() == 0;
         ShutdownReport {
             graceful,
+            drained,
             actors_left,
             sockets_left,
+            dropped,
         }
+    }
+}
+
+/// Waits until every actor is idle with an empty mailbox, seen twice with no message
+/// started in between, or `until` passes; returns whether they went quiet.
+fn wait_quiescent(inner: &SystemInner, until: Instant) -> bool {
+    loop {
+        let (idle, started) = inner.activity();
+        if idle {
+            thread::pause(Duration::from_millis(1));
+            let (still_idle, started_again) = inner.activity();
+            if still_idle && started_again == started {
+                return true;
+            }
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        thread::pause(Duration::from_millis(1));
     }
 }
 
