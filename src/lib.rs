@@ -51,7 +51,8 @@ pub mod testkit;
 
 pub use actor::{
     Actor, ActorId, Addr, Context, DroppedMessages, Pool, PoolRouting, Recipient, RegistryError,
-    RestartPolicy, SpawnOptions, StopReason, SystemHandle,
+    RestartPolicy, SpawnOptions, StopReason, Strategy, Supervisor, SupervisorRef, SupervisorSpec,
+    SystemHandle,
 };
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};

@@ -20,13 +20,18 @@ pub(crate) enum SystemMsg {
     /// Handle what is queued (the mailbox already refuses new user messages), then stop.
     Drain(StopReason),
     /// A supervisor takes the instance down (its `stopped` runs); messages keep queuing.
-    Suspend,
-    /// A supervisor brings a suspended actor back with a fresh instance.
-    Restart,
+    /// The token is dropped once that is done (or the actor is gone).
+    Suspend(Option<Done>),
+    /// A supervisor brings a suspended actor back with a fresh instance; the token is
+    /// dropped once its `started` has run (or the actor is gone).
+    Restart(Option<Done>),
     Watch(Arc<dyn Watcher>),
     Terminated(ActorId, StopReason),
     Registered(String),
 }
+
+/// Dropped when a step that a supervisor waits for is over, whichever way.
+pub(crate) type Done = Box<dyn Send>;
 
 /// Where a supervised child reports that its instance failed.
 pub(crate) trait SupervisorLink: Send + Sync + 'static {
@@ -93,6 +98,8 @@ pub(crate) struct ActorCell<A: Actor> {
     pub(crate) id: ActorId,
     /// How far below a top-level actor it was spawned (children stop before parents).
     pub(crate) depth: u32,
+    /// Whether a supervisor decides on its restarts.
+    supervised: bool,
     sched: SchedState,
     mailbox: Mailbox<A::Msg, SystemMsg>,
     pub(crate) system: Arc<SystemInner>,
@@ -123,6 +130,7 @@ impl<A: Actor> ActorCell<A> {
         ActorCell {
             id,
             depth,
+            supervised: matches!(restart, Some((_, Decides::Supervisor(_)))),
             sched: SchedState::new(),
             mailbox: Mailbox::new(capacity),
             system,
@@ -211,30 +219,48 @@ impl<A: Actor> ActorCell<A> {
         let outcome = catch_unwind(AssertUnwindSafe(|| f(actor, &mut ctx)));
         if let Err(payload) = outcome {
             self.on_panic(st, stop, panic_message(payload.as_ref()));
+        } else if self.supervised && matches!(stop, Some(StopReason::RestartLimit(_))) {
+            // A supervised supervisor gave up (`Context::fail`): its parent decides.
+            let reason = stop.take().expect("matched");
+            self.on_failure(st, stop, reason);
         }
     }
 
-    /// A handler panicked: restart in place if the policy allows, hand the decision to the
-    /// supervisor, or stop.
+    /// A handler panicked.
     fn on_panic(
         self: &Arc<Self>,
         st: &mut RunState<A>,
         stop: &mut Option<StopReason>,
         msg: String,
     ) {
+        self.on_failure(st, stop, StopReason::Panicked(msg));
+    }
+
+    /// The instance failed (a panic, or a supervisor child giving up): restart in place if
+    /// the policy allows, hand the decision to the supervisor, or stop.
+    fn on_failure(
+        self: &Arc<Self>,
+        st: &mut RunState<A>,
+        stop: &mut Option<StopReason>,
+        reason: StopReason,
+    ) {
         let Some(restart) = st.restart.as_mut() else {
-            *stop = Some(StopReason::Panicked(msg));
+            *stop = Some(reason);
             return;
         };
         if let Decides::Supervisor(link) = &restart.decides {
             let link = link.clone();
             self.suspend(st, stop);
-            if !link.child_failed(self.id, StopReason::Panicked(msg.clone())) {
-                *stop = Some(StopReason::Panicked(msg));
+            if !link.child_failed(self.id, reason.clone()) {
+                *stop = Some(reason);
             }
             return;
         }
         if !restart.allow(Instant::now()) {
+            let msg = match reason {
+                StopReason::Panicked(m) | StopReason::RestartLimit(m) => m,
+                other => other.to_string(),
+            };
             *stop = Some(StopReason::RestartLimit(msg));
             return;
         }
@@ -305,8 +331,14 @@ impl<A: Actor> ActorCell<A> {
                     st.draining = Some(reason);
                 }
             }
-            SystemMsg::Suspend => self.suspend(st, stop),
-            SystemMsg::Restart => self.restart(st, stop),
+            SystemMsg::Suspend(done) => {
+                self.suspend(st, stop);
+                drop(done);
+            }
+            SystemMsg::Restart(done) => {
+                self.restart(st, stop);
+                drop(done);
+            }
             SystemMsg::Watch(w) => st.watchers.push(w),
             SystemMsg::Registered(name) => st.names.push(name),
             SystemMsg::Terminated(id, reason) => {
@@ -622,6 +654,9 @@ pub(crate) trait Deliver<M>: Runnable {
     /// Returns whether to schedule the actor and how many messages wait now; `None` if the
     /// actor has stopped.
     fn deliver_batch(&self, msgs: &mut Vec<M>) -> Option<(bool, usize)>;
+    /// Queues `msgs` in front of what waits. Returns whether to schedule the actor; `None`
+    /// if it has stopped.
+    fn deliver_front(&self, msgs: Vec<M>) -> Option<bool>;
     fn actor_id(&self) -> ActorId;
     fn alive(&self) -> bool;
     fn queued(&self) -> usize;
@@ -645,6 +680,12 @@ where
     fn deliver_batch(&self, msgs: &mut Vec<M>) -> Option<(bool, usize)> {
         let waiting = self.mailbox.push_batch_map(msgs, A::Msg::from)?;
         Some((self.sched.notify(), waiting))
+    }
+
+    fn deliver_front(&self, msgs: Vec<M>) -> Option<bool> {
+        self.mailbox
+            .push_front_batch_map(msgs.into_iter(), A::Msg::from)
+            .then(|| self.sched.notify())
     }
 
     fn actor_id(&self) -> ActorId {
@@ -762,6 +803,23 @@ impl<M: Send + 'static> Recipient<M> {
         }
     }
 
+    /// The id of the actor behind it, if it is one actor (not a router).
+    pub(crate) fn direct_actor(&self) -> Option<ActorId> {
+        match &self.target {
+            Target::Actor(a) => Some(a.actor_id()),
+            Target::Routed(_) => None,
+        }
+    }
+
+    /// Queues `msgs` in front of what waits in the actor's mailbox (a router: nothing).
+    pub(crate) fn deliver_front(&self, msgs: Vec<M>) {
+        if let Target::Actor(a) = &self.target
+            && a.deliver_front(msgs) == Some(true)
+        {
+            a.system().sched.schedule(Task::of_dyn(&**a));
+        }
+    }
+
     /// The system of the actor behind it.
     pub(crate) fn system(&self) -> &SystemInner {
         match &self.target {
@@ -855,6 +913,17 @@ impl<A: Actor> Context<'_, A> {
     /// Sends this actor `msg` after `delay`.
     pub fn send_self_after(&self, delay: Duration, msg: A::Msg) {
         self.addr().send_after(delay, msg);
+    }
+
+    /// Fails this actor once the current handler returns, as a panic would (its supervisor
+    /// or restart policy decides), with `reason` (a `RestartLimit`).
+    pub(crate) fn fail(&mut self, reason: StopReason) {
+        *self.stop = Some(reason);
+    }
+
+    /// Whether a supervisor decides on this actor's restarts.
+    pub(crate) fn is_supervised(&self) -> bool {
+        self.cell.supervised
     }
 
     /// Registers this actor under `name`; the name is freed when the actor stops.

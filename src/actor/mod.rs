@@ -19,6 +19,7 @@ mod cell;
 mod handle;
 mod pool;
 pub(crate) mod scheduler;
+mod supervisor;
 pub(crate) mod system;
 pub(crate) mod timers;
 
@@ -26,6 +27,10 @@ pub use cell::{Addr, Context, Recipient};
 pub use handle::SpawnOptions;
 pub(crate) use pool::RouteKey;
 pub use pool::{Pool, PoolRouting};
+pub use supervisor::{
+    DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW,
+    Strategy, Supervisor, SupervisorMsg, SupervisorRef, SupervisorSpec,
+};
 pub(crate) use system::SystemInner;
 pub use system::{DroppedMessages, RegistryError, SystemHandle};
 

@@ -201,6 +201,7 @@ impl Builder {
             self.mailbox_capacity,
             Box::new(transport),
         ));
+        super::transport::announce_sockets_on_restart(&inner);
         for (start, deque) in starts.into_iter().zip(deques) {
             // A worker that died meanwhile is noticed at join.
             let _ = start.send((inner.clone(), deque, net.clone()));

@@ -281,6 +281,7 @@ impl SimBuilder {
             self.mailbox_capacity,
             Box::new(transport),
         ));
+        crate::runtime::transport::announce_sockets_on_restart(&inner);
         world.record(format_args!("simulation starts, seed {}", self.seed));
         Sim {
             handle: SystemHandle { inner },

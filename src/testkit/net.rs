@@ -734,7 +734,7 @@ impl VirtualNet {
             NetEvent::Disconnected { reason, .. } => self
                 .world
                 .record(format_args!("{end} -> {to}: Disconnected ({reason})")),
-            NetEvent::ConnectFailed { .. } => {}
+            NetEvent::Adopted { .. } | NetEvent::ConnectFailed { .. } => {}
         }
     }
 
@@ -759,6 +759,10 @@ impl VirtualNet {
 }
 
 impl Transport for VirtualNet {
+    fn sock_table(&self) -> &'static SockTable {
+        self.table()
+    }
+
     fn default_options(&self) -> ConnOptions {
         self.cfg.default_options.clone()
     }
