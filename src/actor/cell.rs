@@ -377,6 +377,17 @@ impl<A: Actor> ActorCell<A> {
                 }
             }
             while stop.is_none() && !st.suspended {
+                if self.mailbox.system_waiting() {
+                    // A control message (a kill, a supervisor's order) overtakes the rest of
+                    // the batch.
+                    while stop.is_none() {
+                        match self.mailbox.pop_system() {
+                            Some(msg) => self.on_system(st, msg, &mut stop),
+                            None => break,
+                        }
+                    }
+                    continue;
+                }
                 let Some(msg) = st.batch.pop_front() else {
                     break;
                 };

@@ -278,6 +278,11 @@ impl SystemHandle {
         self.inner.live_count()
     }
 
+    /// Whether the system has begun to shut down (handlers may cut long work short).
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.is_shutting_down()
+    }
+
     /// Messages dropped so far, by why (see [`DroppedMessages`]).
     pub fn dropped_messages(&self) -> DroppedMessages {
         self.inner.dropped()

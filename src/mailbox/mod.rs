@@ -20,7 +20,7 @@
 //! `IDLE` with a compare-and-swap that fails if a message arrived meanwhile (`NOTIFIED`), in
 //! which case it keeps running instead, so no message is left behind in an idle mailbox.
 
-use crate::sync::{AtomicU8, Ordering, SpinLock};
+use crate::sync::{AtomicBool, AtomicU8, Ordering, SpinLock};
 use std::collections::VecDeque;
 
 const IDLE: u8 = 0;
@@ -124,6 +124,9 @@ pub enum PushError<M> {
 /// The queue part of a mailbox: user lane `M`, system lane `S`.
 pub struct Mailbox<M, S> {
     lanes: SpinLock<Lanes<M, S>>,
+    /// Whether the system lane has messages: read between two user messages, so that a
+    /// control message overtakes the rest of a batch.
+    system_waiting: AtomicBool,
     /// The most user messages it holds; 0 means no limit.
     capacity: usize,
 }
@@ -137,6 +140,7 @@ impl<M, S> Mailbox<M, S> {
                 closed: false,
                 draining: false,
             }),
+            system_waiting: AtomicBool::new(false),
             capacity,
         }
     }
@@ -222,7 +226,13 @@ impl<M, S> Mailbox<M, S> {
             return Err(msg);
         }
         lanes.system.push_back(msg);
+        self.system_waiting.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Whether a system message waits (a cheap look, without the lock).
+    pub fn system_waiting(&self) -> bool {
+        self.system_waiting.load(Ordering::Acquire)
     }
 
     /// Whether a system message waits.
@@ -232,7 +242,12 @@ impl<M, S> Mailbox<M, S> {
 
     /// Takes the next system message.
     pub fn pop_system(&self) -> Option<S> {
-        self.lanes.lock().system.pop_front()
+        let mut lanes = self.lanes.lock();
+        let msg = lanes.system.pop_front();
+        if lanes.system.is_empty() {
+            self.system_waiting.store(false, Ordering::Release);
+        }
+        msg
     }
 
     /// Moves up to `max` user messages into `batch` (which the caller has emptied) under one
