@@ -169,20 +169,25 @@ impl SystemInner {
     /// Adds a cell to the live table; `set_key` runs under the table's lock, before the cell
     /// is visible there (and so to a shutdown sweep).
     pub(crate) fn add_live(&self, cell: Arc<dyn Stoppable>, set_key: impl FnOnce(usize)) {
-        {
-            let mut live = self.live.lock();
-            let slot = live.vacant_entry();
-            set_key(slot.key());
-            slot.insert(cell);
-        }
+        let mut live = self.live.lock();
+        let slot = live.vacant_entry();
+        set_key(slot.key());
+        slot.insert(cell);
+        // Under the lock: the count and the table agree for whoever holds it.
         self.live_count.fetch_add(1, Ordering::SeqCst);
     }
 
     /// An actor's last turn is ending: takes it out of the live table and hands back the
     /// table's reference, for the worker to drop once the turn is over.
     pub(crate) fn actor_stopped(&self, live_key: usize) -> Option<Arc<dyn Stoppable>> {
-        let removed = self.live.lock().try_remove(live_key);
-        if self.live_count.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_shutting_down() {
+        let (removed, was) = {
+            let mut live = self.live.lock();
+            (
+                live.try_remove(live_key),
+                self.live_count.fetch_sub(1, Ordering::SeqCst),
+            )
+        };
+        if was == 1 && self.is_shutting_down() {
             self.sched.wake_all();
         }
         removed
