@@ -498,6 +498,10 @@ impl<A: Actor> Runnable for ActorCell<A> {
         this.turn(budget)
     }
 
+    fn actor_id(&self) -> ActorId {
+        self.id
+    }
+
     #[cfg(feature = "testkit")]
     fn info(&self) -> super::scheduler::TaskInfo {
         super::scheduler::TaskInfo {
@@ -525,6 +529,10 @@ impl<A: Actor> Stoppable for ActorCell<A> {
 
     fn depth(&self) -> u32 {
         self.depth
+    }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<A>()
     }
 
     fn idle_and_empty(&self) -> (bool, u64) {
@@ -668,7 +676,6 @@ pub(crate) trait Deliver<M>: Runnable {
     /// Queues `msgs` in front of what waits. Returns whether to schedule the actor; `None`
     /// if it has stopped.
     fn deliver_front(&self, msgs: Vec<M>) -> Option<bool>;
-    fn actor_id(&self) -> ActorId;
     fn alive(&self) -> bool;
     fn queued(&self) -> usize;
     fn system(&self) -> &SystemInner;
@@ -697,10 +704,6 @@ where
         self.mailbox
             .push_front_batch_map(msgs.into_iter(), A::Msg::from)
             .then(|| self.sched.notify())
-    }
-
-    fn actor_id(&self) -> ActorId {
-        self.id
     }
 
     fn alive(&self) -> bool {

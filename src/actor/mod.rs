@@ -22,6 +22,7 @@ pub(crate) mod scheduler;
 mod supervisor;
 pub(crate) mod system;
 pub(crate) mod timers;
+pub(crate) mod watchdog;
 
 pub use cell::{Addr, Context, Recipient};
 pub use handle::SpawnOptions;
@@ -33,6 +34,7 @@ pub use supervisor::{
 };
 pub(crate) use system::SystemInner;
 pub use system::{DroppedMessages, RegistryError, SystemHandle};
+pub use watchdog::{DEFAULT_STALL_THRESHOLD, STALL_REPORTS_KEPT, Stall};
 
 use std::fmt;
 use std::time::Duration;

@@ -29,6 +29,7 @@
 //! the current worker, so a worker's own scheduling never looks at it.
 
 use super::timers::{TimerFn, TimerKey, TimerQueue};
+use super::watchdog::TurnMark;
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, IdleWorkers, Mutex, Ordering, thread_local};
 use std::cell::{Cell, RefCell};
@@ -49,6 +50,9 @@ const INJECTOR_EVERY: u32 = 31;
 pub(crate) trait Runnable: Send + Sync + 'static {
     /// Runs one turn.
     fn run_turn(&self, budget: usize) -> Turn;
+
+    /// The actor it runs.
+    fn actor_id(&self) -> super::ActorId;
 
     /// Who runs (see [`TaskInfo`]).
     #[cfg(feature = "testkit")]
@@ -91,6 +95,12 @@ impl Task {
     /// the live table holds).
     pub(crate) fn of_dyn(cell: &dyn Runnable) -> Task {
         Task(NonNull::from(cell))
+    }
+
+    /// The actor whose turn it is.
+    pub(crate) fn actor_id(&self) -> super::ActorId {
+        // SAFETY: the cell is alive while this task exists (see the type's docs).
+        unsafe { self.0.as_ref() }.actor_id()
     }
 
     /// Runs one turn of at most `budget` messages.
@@ -177,6 +187,8 @@ pub(crate) trait Unpark: Send + Sync {
 /// Per-worker state shared with other threads.
 struct WorkerShared {
     unpark: Arc<dyn Unpark>,
+    /// The turn it is in, for the watchdog.
+    turn: TurnMark,
     /// Timers set from other threads, for this worker to take into its queue.
     remote_timers: Mutex<Vec<(Instant, TimerFn)>>,
     /// Timers of this worker that other threads cancelled, for it to drop.
@@ -218,6 +230,7 @@ impl Scheduler {
                 .into_iter()
                 .map(|unpark| WorkerShared {
                     unpark,
+                    turn: TurnMark::new(),
                     remote_timers: Mutex::new(Vec::new()),
                     remote_cancels: Mutex::new(Vec::new()),
                     remote_timers_pending: AtomicBool::new(false),
@@ -265,6 +278,11 @@ impl Scheduler {
             self.injector.push(task);
             self.wake_one();
         }
+    }
+
+    /// Worker `i`'s turn mark (none for a scheduler without workers).
+    pub(crate) fn turn_mark(&self, i: usize) -> Option<&TurnMark> {
+        self.workers.get(i).map(|w| &w.turn)
     }
 
     /// Wakes one sleeping worker, if there is one.
@@ -550,13 +568,18 @@ pub(crate) fn run_worker(
     let _reset = ResetCurrent;
     let shared = &sched.workers[index];
     let mut idle_since: Option<Instant> = None;
+    let mut turns: u64 = 0;
 
     loop {
         for _ in 0..TASKS_PER_POLL {
             let Some(task) = local.next_task(sched) else {
                 break;
             };
-            match task.run(TURN_BUDGET) {
+            turns += 2;
+            shared.turn.begin(turns - 1, task.actor_id());
+            let turn = task.run(TURN_BUDGET);
+            shared.turn.end(turns);
+            match turn {
                 Turn::Done => {}
                 Turn::Again => {
                     local.deque.push(task);

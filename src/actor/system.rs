@@ -5,10 +5,12 @@
 //! workers' drivers and whatever services it adds ([`SystemInner::services`]).
 
 use super::scheduler::{Runnable, Scheduler};
+use super::watchdog::{STALL_REPORTS_KEPT, Stall};
 use super::{ActorId, StopReason};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, NameMap, OnceLock, Ordering, SpinLock};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, NameMap, OnceLock, Ordering, SpinLock};
 use slab::Slab;
 use std::any::Any;
+use std::collections::VecDeque;
 use std::fmt;
 
 /// Stops an actor from outside (shutdown), whatever its type. A `Runnable`, so that the live
@@ -18,6 +20,8 @@ pub(crate) trait Stoppable: Runnable {
     fn request_stop(self: Arc<Self>, reason: StopReason, drain: bool);
     /// How far below a top-level actor it was spawned.
     fn depth(&self) -> u32;
+    /// The actor's type.
+    fn type_name(&self) -> &'static str;
     /// Whether it has nothing queued and is not running, and how many messages it has
     /// started so far (for a quiescence check).
     fn idle_and_empty(&self) -> (bool, u64);
@@ -63,6 +67,9 @@ pub(crate) struct SystemInner {
     restart_hook: OnceLock<Box<dyn Fn(ActorId) + Send + Sync>>,
     /// Messages dropped, by why (see [`DroppedMessages`]).
     dropped: [AtomicUsize; DROP_KINDS],
+    /// Stalls the watchdog saw: how many, and the last few.
+    stall_count: AtomicU64,
+    stalls: Mutex<VecDeque<Stall>>,
 }
 
 const DROP_KINDS: usize = 4;
@@ -117,6 +124,8 @@ impl SystemInner {
             services,
             restart_hook: OnceLock::new(),
             dropped: std::array::from_fn(|_| AtomicUsize::new(0)),
+            stall_count: AtomicU64::new(0),
+            stalls: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -236,6 +245,36 @@ impl SystemInner {
         }
     }
 
+    /// An actor's type and a name it is registered under (a scan: for reports).
+    #[cfg_attr(
+        loom,
+        allow(dead_code, reason = "the watchdog's; none runs under loom")
+    )]
+    pub(crate) fn describe(&self, id: ActorId) -> (&'static str, Option<String>) {
+        let type_name = self
+            .live
+            .lock()
+            .iter()
+            .find(|(_, a)| a.actor_id() == id)
+            .map_or("(stopped)", |(_, a)| a.type_name());
+        let name = self.registry.find_name(|(holder, _)| *holder == id);
+        (type_name, name)
+    }
+
+    /// Keeps a stall report (the last [`STALL_REPORTS_KEPT`]).
+    #[cfg_attr(
+        loom,
+        allow(dead_code, reason = "the watchdog's; none runs under loom")
+    )]
+    pub(crate) fn record_stall(&self, stall: Stall) {
+        self.stall_count.fetch_add(1, Ordering::Relaxed);
+        let mut kept = self.stalls.lock().unwrap();
+        if kept.len() == STALL_REPORTS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(stall);
+    }
+
     /// The depth of the deepest live actor.
     pub(crate) fn deepest_live(&self) -> Option<u32> {
         self.live.lock().iter().map(|(_, a)| a.depth()).max()
@@ -281,6 +320,17 @@ impl SystemHandle {
     /// How many actors are alive.
     pub fn actor_count(&self) -> usize {
         self.inner.live_count()
+    }
+
+    /// How many stalls the watchdog has reported (handlers that ran longer than the
+    /// threshold, see [`Builder::stall_threshold`](crate::Builder::stall_threshold)).
+    pub fn stall_count(&self) -> u64 {
+        self.inner.stall_count.load(Ordering::Relaxed)
+    }
+
+    /// The last stall reports (at most [`STALL_REPORTS_KEPT`]), oldest first.
+    pub fn recent_stalls(&self) -> Vec<Stall> {
+        self.inner.stalls.lock().unwrap().iter().cloned().collect()
     }
 
     /// Whether the system has begun to shut down (handlers may cut long work short).

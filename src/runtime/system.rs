@@ -5,7 +5,11 @@ use super::poller::{EngineUnpark, NetShared, Poller};
 use super::table::{MAX_SOCKETS_PER_SYSTEM, TableLease};
 use super::transport::Transport;
 use crate::actor::scheduler::{Scheduler, Task, Unpark, run_worker};
-use crate::actor::{DroppedMessages, StopReason, SystemHandle, SystemInner};
+#[cfg(not(loom))]
+use crate::actor::watchdog::Watchdog;
+use crate::actor::{
+    DEFAULT_STALL_THRESHOLD, DroppedMessages, Stall, StopReason, SystemHandle, SystemInner,
+};
 use crate::net::{ConnOptions, Engine, EngineHandle};
 use crate::sync::deque::Worker;
 use crate::sync::{Arc, Ordering, mpsc, thread};
@@ -33,6 +37,18 @@ pub struct Builder {
     spin_before_sleep: Duration,
     conn_options: ConnOptions,
     name: String,
+    stall_threshold: Duration,
+    on_stall: Option<StallHook>,
+}
+
+/// What the watchdog calls with each stall.
+#[derive(Clone)]
+struct StallHook(Arc<dyn Fn(&Stall) + Send + Sync>);
+
+impl fmt::Debug for StallHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StallHook")
+    }
 }
 
 impl Default for Builder {
@@ -46,6 +62,8 @@ impl Default for Builder {
             spin_before_sleep: Duration::ZERO,
             conn_options: ConnOptions::default(),
             name: "kendynet".to_owned(),
+            stall_threshold: DEFAULT_STALL_THRESHOLD,
+            on_stall: None,
         }
     }
 }
@@ -108,6 +126,37 @@ impl Builder {
         self
     }
 
+    /// The watchdog's threshold: a handler that runs longer is reported once per stall
+    /// (see [`Stall`]), while the other actors keep running. Default
+    /// [`DEFAULT_STALL_THRESHOLD`] (1 s); zero turns the watchdog off.
+    #[must_use]
+    pub fn stall_threshold(mut self, threshold: Duration) -> Builder {
+        self.stall_threshold = threshold;
+        self
+    }
+
+    /// Called (on the watchdog's thread) with each stall, besides keeping it for
+    /// [`SystemHandle::recent_stalls`]. Keep it short: log it, count it.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use kendynet::System;
+    /// use std::time::Duration;
+    ///
+    /// let system = System::builder()
+    ///     .stall_threshold(Duration::from_millis(500))
+    ///     .on_stall(|stall| eprintln!("slow handler: {stall}"))
+    ///     .build()?;
+    /// # system.shutdown(Duration::from_secs(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn on_stall(mut self, f: impl Fn(&Stall) + Send + Sync + 'static) -> Builder {
+        self.on_stall = Some(StallHook(Arc::new(f)));
+        self
+    }
+
     /// The prefix of the worker threads' names.
     #[must_use]
     pub fn name(mut self, name: &str) -> Builder {
@@ -131,6 +180,11 @@ impl Builder {
             )
         })?;
         let pollers = self.pollers.unwrap_or(self.workers).min(self.workers);
+        let (stall_threshold, on_stall, name) = (
+            self.stall_threshold,
+            self.on_stall.clone(),
+            self.name.clone(),
+        );
         type Start = (Arc<SystemInner>, Worker<Task>, Arc<NetShared>);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<(usize, EngineHandle)>>();
         let mut threads = Vec::with_capacity(self.workers);
@@ -206,12 +260,67 @@ impl Builder {
             // A worker that died meanwhile is noticed at join.
             let _ = start.send((inner.clone(), deque, net.clone()));
         }
-        Ok(System {
-            handle: SystemHandle { inner },
+        let mut system = System {
+            handle: SystemHandle {
+                inner: inner.clone(),
+            },
             net,
             threads,
-        })
+            watchdog: None,
+        };
+        match start_watchdog(&inner, stall_threshold, on_stall, &name) {
+            Ok(dog) => system.watchdog = dog,
+            Err(e) => {
+                system.shutdown(Duration::from_secs(1));
+                return Err(e);
+            }
+        }
+        Ok(system)
     }
+}
+
+/// Under loom no watchdog runs: the models have no clock.
+#[cfg(loom)]
+fn start_watchdog(
+    _: &Arc<SystemInner>,
+    _: Duration,
+    _: Option<StallHook>,
+    _: &str,
+) -> io::Result<Option<WatchdogThread>> {
+    Ok(None)
+}
+
+/// Starts the watchdog's thread, unless it is off.
+#[cfg(not(loom))]
+fn start_watchdog(
+    inner: &Arc<SystemInner>,
+    threshold: Duration,
+    hook: Option<StallHook>,
+    name: &str,
+) -> io::Result<Option<WatchdogThread>> {
+    if threshold.is_zero() {
+        return Ok(None);
+    }
+    let (stop, stopped) = mpsc::channel::<()>();
+    let mut dog = Watchdog::new(threshold, inner.sched.workers());
+    let inner = inner.clone();
+    let thread = thread::Builder::new()
+        .name(format!("{name}-watchdog"))
+        .spawn(move || {
+            // Ends when the system drops its sender.
+            while matches!(
+                stopped.recv_timeout(dog.period()),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            ) {
+                dog.look(&inner, &mut |stall| {
+                    if let Some(hook) = &hook {
+                        (hook.0)(&stall);
+                    }
+                    inner.record_stall(stall);
+                });
+            }
+        })?;
+    Ok(Some(WatchdogThread { stop, thread }))
 }
 
 /// A running actor system: its worker threads and everything on them. Dropping it shuts it
@@ -223,6 +332,13 @@ pub struct System {
     /// Its network state (also its transport), for shutdown.
     net: Arc<NetShared>,
     threads: Vec<thread::JoinHandle<()>>,
+    watchdog: Option<WatchdogThread>,
+}
+
+/// The watchdog's thread, and what ends it (dropping the sender).
+struct WatchdogThread {
+    stop: mpsc::Sender<()>,
+    thread: thread::JoinHandle<()>,
 }
 
 impl fmt::Debug for System {
@@ -328,6 +444,10 @@ impl System {
         inner.sched.exit_workers();
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some(dog) = self.watchdog.take() {
+            drop(dog.stop);
+            let _ = dog.thread.join();
         }
         let dropped = inner.dropped().since(&dropped_before);
         graceful &= actors_left == 0 && sockets_left == 0 && dropped.total() == 0;
