@@ -3,6 +3,7 @@
 
 use super::scheduler::{Runnable, Task, Turn};
 use super::system::{Registered, RegistryError, Stoppable, SystemHandle, SystemInner};
+use super::watchdog::TurnMark;
 use super::{Actor, ActorId, RestartPolicy, StopReason};
 use crate::error::TrySendError;
 use crate::mailbox::{Mailbox, PushError, SchedState};
@@ -219,7 +220,10 @@ impl<A: Actor> ActorCell<A> {
         let outcome = catch_unwind(AssertUnwindSafe(|| f(actor, &mut ctx)));
         if let Err(payload) = outcome {
             self.on_panic(st, stop, panic_message(payload.as_ref()));
-        } else if self.supervised && matches!(stop, Some(StopReason::RestartLimit(_))) {
+        } else if stop.is_some()
+            && self.supervised
+            && matches!(stop, Some(StopReason::RestartLimit(_)))
+        {
             // A supervised supervisor gave up (`Context::fail`): its parent decides.
             let reason = stop.take().expect("matched");
             self.on_failure(st, stop, reason);
@@ -377,17 +381,6 @@ impl<A: Actor> ActorCell<A> {
                 }
             }
             while stop.is_none() && !st.suspended {
-                if self.mailbox.system_waiting() {
-                    // A control message (a kill, a supervisor's order) overtakes the rest of
-                    // the batch.
-                    while stop.is_none() {
-                        match self.mailbox.pop_system() {
-                            Some(msg) => self.on_system(st, msg, &mut stop),
-                            None => break,
-                        }
-                    }
-                    continue;
-                }
                 let Some(msg) = st.batch.pop_front() else {
                     break;
                 };
@@ -397,6 +390,17 @@ impl<A: Actor> ActorCell<A> {
                 self.started_msgs
                     .store(started.wrapping_add(1), Ordering::Relaxed);
                 self.with_context(st, &mut stop, |a, ctx| a.handle(msg, ctx));
+                // A control message (a kill, a supervisor's order) overtakes the rest of the
+                // batch; after the batch's last message, the next look at the mailbox finds
+                // it anyway.
+                if !st.batch.is_empty() && self.mailbox.system_waiting() {
+                    while stop.is_none() {
+                        match self.mailbox.pop_system() {
+                            Some(msg) => self.on_system(st, msg, &mut stop),
+                            None => break,
+                        }
+                    }
+                }
             }
             if stop.is_none()
                 && st.draining.is_some()
@@ -491,11 +495,14 @@ impl<A: Actor> ActorCell<A> {
 }
 
 impl<A: Actor> Runnable for ActorCell<A> {
-    fn run_turn(&self, budget: usize) -> Turn {
+    fn run_turn(&self, budget: usize, mark: &TurnMark) -> Turn {
         // SAFETY: cells only ever live in an `Arc` (see `cell::spawn`), so `self`
         // is the pointer `Arc::into_raw` would give; `ManuallyDrop` leaves the count alone.
         let this = ManuallyDrop::new(unsafe { Arc::from_raw(self as *const Self) });
-        this.turn(budget)
+        mark.begin(self.id);
+        let turn = this.turn(budget);
+        mark.end();
+        turn
     }
 
     fn actor_id(&self) -> ActorId {

@@ -48,8 +48,8 @@ const INJECTOR_EVERY: u32 = 31;
 
 /// Something a worker can run: one actor turn.
 pub(crate) trait Runnable: Send + Sync + 'static {
-    /// Runs one turn.
-    fn run_turn(&self, budget: usize) -> Turn;
+    /// Runs one turn, marking its start and end in `mark` (for the watchdog).
+    fn run_turn(&self, budget: usize, mark: &TurnMark) -> Turn;
 
     /// The actor it runs.
     fn actor_id(&self) -> super::ActorId;
@@ -104,9 +104,9 @@ impl Task {
     }
 
     /// Runs one turn of at most `budget` messages.
-    pub(crate) fn run(&self, budget: usize) -> Turn {
+    pub(crate) fn run(&self, budget: usize, mark: &TurnMark) -> Turn {
         // SAFETY: the cell is alive while this task exists (see the type's docs).
-        unsafe { self.0.as_ref() }.run_turn(budget)
+        unsafe { self.0.as_ref() }.run_turn(budget, mark)
     }
 
     /// Who the task runs, for the test kit's ordering and trace.
@@ -568,18 +568,13 @@ pub(crate) fn run_worker(
     let _reset = ResetCurrent;
     let shared = &sched.workers[index];
     let mut idle_since: Option<Instant> = None;
-    let mut turns: u64 = 0;
 
     loop {
         for _ in 0..TASKS_PER_POLL {
             let Some(task) = local.next_task(sched) else {
                 break;
             };
-            turns += 2;
-            shared.turn.begin(turns - 1, task.actor_id());
-            let turn = task.run(TURN_BUDGET);
-            shared.turn.end(turns);
-            match turn {
+            match task.run(TURN_BUDGET, &shared.turn) {
                 Turn::Done => {}
                 Turn::Again => {
                     local.deque.push(task);

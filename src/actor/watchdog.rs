@@ -68,17 +68,20 @@ impl TurnMark {
         }
     }
 
-    /// A turn of `actor` starts; `seq` is the worker's own count (odd from here).
+    /// A turn of `actor` starts (`seq` odd from here). Only the worker writes its mark, so
+    /// a load and a store do (no read-modify-write).
     #[inline]
-    pub(crate) fn begin(&self, seq: u64, actor: ActorId) {
+    pub(crate) fn begin(&self, actor: ActorId) {
         self.actor.store(actor.0, Ordering::Relaxed);
-        self.seq.store(seq, Ordering::Release);
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Release);
     }
 
-    /// The turn is over; `seq` is even again.
+    /// The turn is over (`seq` even again).
     #[inline]
-    pub(crate) fn end(&self, seq: u64) {
-        self.seq.store(seq, Ordering::Release);
+    pub(crate) fn end(&self) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Release);
     }
 
     fn read(&self) -> (u64, ActorId) {

@@ -134,6 +134,7 @@ pub use client::{VirtualClient, VirtualListener};
 pub use net::Faults;
 
 use crate::actor::scheduler::{Manual, Scheduler, Task, Turn};
+use crate::actor::watchdog::TurnMark;
 use crate::actor::{StopReason, SystemHandle, SystemInner};
 use crate::net::ConnOptions;
 use crate::runtime::transport::Transport;
@@ -290,6 +291,7 @@ impl SimBuilder {
             net,
             max_steps: self.max_steps,
             down: false,
+            turn_mark: TurnMark::new(),
         }
     }
 }
@@ -307,6 +309,8 @@ pub struct Sim {
     net: Arc<VirtualNet>,
     max_steps: usize,
     down: bool,
+    /// The simulation's one "worker" marks its turns too (no watchdog looks at it).
+    turn_mark: TurnMark,
 }
 
 impl fmt::Debug for Sim {
@@ -387,7 +391,7 @@ impl Sim {
 
     fn turn(&self, task: Task) {
         let before = task.info();
-        let turn = task.run(SIM_BUDGET);
+        let turn = task.run(SIM_BUDGET, &self.turn_mark);
         // The cell is still alive: the live table holds it unless this turn finished it, and
         // then `Finished` holds it; only this thread runs turns, so nothing else can end it
         // meanwhile.
