@@ -1,6 +1,7 @@
 //! The actor cell: mailbox, scheduling state and the actor itself, plus the typed handles
 //! onto it ([`Addr`], [`Recipient`]) and the [`Context`] a handler gets.
 
+use super::blocking::Home;
 use super::scheduler::{Runnable, Task, Turn};
 use super::system::{Registered, RegistryError, Stoppable, SystemHandle, SystemInner};
 use super::{Actor, ActorId, RestartPolicy, StopReason};
@@ -75,6 +76,8 @@ pub(crate) struct ActorCell<A: Actor> {
     /// Set once, just before the mailbox closes: what a late watcher is told.
     stop_reason: Mutex<Option<StopReason>>,
     run: UnsafeCell<RunState<A>>,
+    /// Where its turns run: `None` on the workers, or a thread of its own (see `blocking`).
+    home: Option<Arc<Home>>,
 }
 
 // SAFETY: `run` is only touched by the thread that moved `sched` to RUNNING (see `run_turn`),
@@ -111,6 +114,22 @@ impl<A: Actor> ActorCell<A> {
                     })
                 }),
             }),
+            home: None,
+        }
+    }
+
+    /// Runs the actor's turns on a thread of its own (set before the cell is shared).
+    fn with_home(mut self, home: Option<Arc<Home>>) -> ActorCell<A> {
+        self.home = home;
+        self
+    }
+
+    /// Queues the actor's next turn: on the workers, or on its own thread (as `notify`).
+    #[inline]
+    fn schedule_turn(&self) {
+        match &self.home {
+            None => self.system.sched.schedule(Task::of_dyn(self)),
+            Some(home) => home.schedule(),
         }
     }
 
@@ -129,7 +148,10 @@ impl<A: Actor> ActorCell<A> {
     /// Queues the actor for a worker if this notification made it runnable.
     pub(crate) fn notify(self: &Arc<Self>) {
         if self.sched.notify() {
-            self.system.sched.schedule(Task::of(self));
+            match &self.home {
+                None => self.system.sched.schedule(Task::of(self)),
+                Some(home) => home.schedule(),
+            }
         }
     }
 
@@ -362,7 +384,7 @@ impl<A: Actor> Stoppable for ActorCell<A> {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -481,6 +503,8 @@ pub(crate) trait Deliver<M>: Runnable {
     /// Returns whether to schedule the actor and how many messages wait now; `None` if the
     /// actor has stopped.
     fn deliver_batch(&self, msgs: &mut Vec<M>) -> Option<(bool, usize)>;
+    /// Queues the actor's turn (after `deliver` or `deliver_batch` said so).
+    fn schedule(&self);
     fn actor_id(&self) -> ActorId;
     fn alive(&self) -> bool;
     fn queued(&self) -> usize;
@@ -504,6 +528,10 @@ where
     fn deliver_batch(&self, msgs: &mut Vec<M>) -> Option<(bool, usize)> {
         let waiting = self.mailbox.push_batch_map(msgs, A::Msg::from)?;
         Some((self.sched.notify(), waiting))
+    }
+
+    fn schedule(&self) {
+        self.schedule_turn();
     }
 
     fn actor_id(&self) -> ActorId {
@@ -613,7 +641,7 @@ impl<M: Send + 'static> Recipient<M> {
         match &self.target {
             Target::Actor(a) => {
                 if a.deliver(msg, force)? {
-                    a.system().sched.schedule(Task::of_dyn(&**a));
+                    a.schedule();
                 }
                 Ok(())
             }
@@ -642,7 +670,7 @@ impl<M: Send + 'static> Recipient<M> {
             Target::Actor(a) => {
                 let (schedule, waiting) = a.deliver_batch(msgs)?;
                 if schedule {
-                    a.system().sched.schedule(Task::of_dyn(&**a));
+                    a.schedule();
                 }
                 Some(waiting)
             }
@@ -734,6 +762,20 @@ pub(crate) fn spawn<A: Actor>(
     capacity: Option<usize>,
     name: Option<&str>,
 ) -> Result<Addr<A>, RegistryError> {
+    spawn_at(system, actor, supervision, capacity, name, None, |_| Ok(()))
+}
+
+/// As [`spawn`], with the actor's turns run at `home` (`None`: on the workers); `start` gets
+/// the cell before it is published (to start the thread that runs it) and may refuse.
+pub(crate) fn spawn_at<A: Actor>(
+    system: &Arc<SystemInner>,
+    actor: A,
+    supervision: Supervision<A>,
+    capacity: Option<usize>,
+    name: Option<&str>,
+    home: Option<Arc<Home>>,
+    start: impl FnOnce(Arc<dyn Runnable>) -> Result<(), RegistryError>,
+) -> Result<Addr<A>, RegistryError> {
     let id = system.next_actor_id();
     let capacity = capacity.unwrap_or(system.mailbox_capacity);
     let restart = match supervision {
@@ -741,12 +783,19 @@ pub(crate) fn spawn<A: Actor>(
         Supervision::Restart(factory, policy) => Some((factory, policy)),
     };
     // Allocate outside the live table's lock; under it, only take a slot and publish.
-    let cell = Arc::new(ActorCell::new(id, actor, system.clone(), capacity, restart));
+    let cell =
+        Arc::new(ActorCell::new(id, actor, system.clone(), capacity, restart).with_home(home));
     if let Some(name) = name {
         let value: Registered = (id, cell.clone() as Arc<dyn std::any::Any + Send + Sync>);
         system.claim_name(name, value)?;
         // Not scheduled yet: the note waits for the first turn.
         cell.note_registered(name);
+    }
+    if let Err(e) = start(cell.clone() as Arc<dyn Runnable>) {
+        if let Some(name) = name {
+            system.unregister_if(name, id);
+        }
+        return Err(e);
     }
     system.add_live(cell.clone() as Arc<dyn Stoppable>, |key| {
         cell.set_live_key(key)

@@ -15,6 +15,7 @@
 //! starve the others. A handler that panics never takes down a worker: the actor stops (or is
 //! restarted in place, if spawned with a [`RestartPolicy`]) and its watchers are told why.
 
+mod blocking;
 mod cell;
 mod handle;
 mod pool;
@@ -22,6 +23,7 @@ pub(crate) mod scheduler;
 pub(crate) mod system;
 pub(crate) mod timers;
 
+pub use blocking::{BLOCKING_KEEP_ALIVE, BlockingError, DEFAULT_BLOCKING_THREADS};
 pub use cell::{Addr, Context, Recipient};
 pub use handle::SpawnOptions;
 pub(crate) use pool::RouteKey;

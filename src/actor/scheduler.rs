@@ -380,6 +380,14 @@ impl Scheduler {
     fn should_exit(&self) -> bool {
         self.exit.load(Ordering::SeqCst)
     }
+
+    /// Whether tasks go to a manual driver (the test kit's simulation) instead of workers.
+    pub(crate) fn is_manual(&self) -> bool {
+        #[cfg(feature = "testkit")]
+        return self.manual.is_some();
+        #[cfg(not(feature = "testkit"))]
+        false
+    }
 }
 
 /// The part of a worker that lives on its own thread.

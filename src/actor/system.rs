@@ -4,6 +4,7 @@
 //! `Any` in the registry) and no sockets: the runtime composes a system from this core, its
 //! workers' drivers and whatever services it adds ([`SystemInner::services`]).
 
+use super::blocking::BlockingThreads;
 use super::scheduler::{Runnable, Scheduler};
 use super::{ActorId, StopReason};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, NameMap, Ordering, SpinLock};
@@ -28,6 +29,8 @@ pub enum RegistryError {
     NameTaken(String),
     /// The actor stopped before it could be registered.
     ActorStopped,
+    /// The thread of a dedicated actor could not be started (the OS error).
+    NoThread(String),
 }
 
 impl fmt::Display for RegistryError {
@@ -35,6 +38,7 @@ impl fmt::Display for RegistryError {
         match self {
             RegistryError::NameTaken(n) => write!(f, "the name {n:?} is taken"),
             RegistryError::ActorStopped => f.write_str("the actor has stopped"),
+            RegistryError::NoThread(e) => write!(f, "no thread for the actor: {e}"),
         }
     }
 }
@@ -53,6 +57,8 @@ pub(crate) struct SystemInner {
     pub(crate) mailbox_capacity: usize,
     /// What the layer that built the system keeps beside it (the runtime: its sockets).
     services: Box<dyn Any + Send + Sync>,
+    /// Dedicated actors' threads and the blocking pool.
+    pub(crate) blocking: BlockingThreads,
 }
 
 impl SystemInner {
@@ -69,6 +75,7 @@ impl SystemInner {
             next_id: AtomicU64::new(1),
             mailbox_capacity,
             services,
+            blocking: BlockingThreads::new(),
         }
     }
 

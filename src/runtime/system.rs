@@ -5,7 +5,7 @@ use super::poller::{EngineUnpark, NetShared, Poller};
 use super::table::{MAX_SOCKETS_PER_SYSTEM, TableLease};
 use super::transport::Transport;
 use crate::actor::scheduler::{Scheduler, Task, Unpark, run_worker};
-use crate::actor::{StopReason, SystemHandle, SystemInner};
+use crate::actor::{DEFAULT_BLOCKING_THREADS, StopReason, SystemHandle, SystemInner};
 use crate::net::{ConnOptions, Engine, EngineHandle};
 use crate::sync::deque::Worker;
 use crate::sync::{Arc, Ordering, mpsc, thread};
@@ -33,6 +33,7 @@ pub struct Builder {
     spin_before_sleep: Duration,
     conn_options: ConnOptions,
     name: String,
+    blocking_threads: usize,
 }
 
 impl Default for Builder {
@@ -46,6 +47,7 @@ impl Default for Builder {
             spin_before_sleep: Duration::ZERO,
             conn_options: ConnOptions::default(),
             name: "kendynet".to_owned(),
+            blocking_threads: DEFAULT_BLOCKING_THREADS,
         }
     }
 }
@@ -105,6 +107,15 @@ impl Builder {
     #[must_use]
     pub fn conn_options(mut self, options: ConnOptions) -> Builder {
         self.conn_options = options;
+        self
+    }
+
+    /// The most threads that run blocking closures at once
+    /// ([`Context::spawn_blocking`](crate::Context::spawn_blocking)); more closures wait in a
+    /// queue. Default [`DEFAULT_BLOCKING_THREADS`]; at least 1.
+    #[must_use]
+    pub fn blocking_threads(mut self, n: usize) -> Builder {
+        self.blocking_threads = n.max(1);
         self
     }
 
@@ -201,6 +212,7 @@ impl Builder {
             self.mailbox_capacity,
             Box::new(transport),
         ));
+        inner.blocking.set_max_pool_threads(self.blocking_threads);
         for (start, deque) in starts.into_iter().zip(deques) {
             // A worker that died meanwhile is noticed at join.
             let _ = start.send((inner.clone(), deque, net.clone()));
@@ -246,6 +258,9 @@ pub struct ShutdownReport {
     pub actors_left: usize,
     /// Sockets still open when the workers were stopped.
     pub sockets_left: usize,
+    /// Threads of dedicated actors and blocking closures still in a call at the deadline
+    /// (left behind; each leaves when its call returns).
+    pub blocking_threads_left: usize,
 }
 
 impl System {
@@ -291,7 +306,12 @@ impl System {
         }
         let actors_left = inner.live_count();
         let sockets_left = net.open_sockets();
-        graceful &= actors_left == 0 && sockets_left == 0;
+        // Dedicated actors' threads leave with their actors; the blocking pool's once idle.
+        // Closures still queued are cancelled: each caller hears `BlockingError::Cancelled`.
+        inner.blocking.close();
+        wait_until(end, || inner.blocking.alive() == 0);
+        let blocking_threads_left = inner.blocking.alive();
+        graceful &= actors_left == 0 && sockets_left == 0 && blocking_threads_left == 0;
         inner.sched.exit_workers();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -300,6 +320,7 @@ impl System {
             graceful,
             actors_left,
             sockets_left,
+            blocking_threads_left,
         }
     }
 }

@@ -581,6 +581,8 @@ impl Sim {
             graceful: forced == 0 && actors_left == 0 && sockets_left == 0,
             actors_left,
             sockets_left,
+            // The simulation starts no threads (see `SystemHandle::spawn_dedicated`).
+            blocking_threads_left: 0,
         }
     }
 }
