@@ -50,8 +50,8 @@ pub mod runtime;
 pub mod testkit;
 
 pub use actor::{
-    Actor, ActorId, Addr, Context, Pool, PoolRouting, Recipient, RegistryError, RestartPolicy,
-    SpawnOptions, StopReason, SystemHandle,
+    Actor, ActorId, Addr, Context, Group, GroupEvent, Pool, PoolRouting, Recipient, RegistryError,
+    RestartPolicy, SpawnOptions, StopReason, SystemHandle,
 };
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};

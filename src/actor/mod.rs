@@ -17,6 +17,7 @@
 
 mod blocking;
 mod cell;
+mod group;
 mod handle;
 mod pool;
 pub(crate) mod scheduler;
@@ -25,6 +26,7 @@ pub(crate) mod timers;
 
 pub use blocking::{BLOCKING_KEEP_ALIVE, BlockingError, DEFAULT_BLOCKING_THREADS};
 pub use cell::{Addr, Context, Recipient};
+pub use group::{Group, GroupError, GroupEvent, GroupSendReport, LeaveReason};
 pub use handle::SpawnOptions;
 pub(crate) use pool::RouteKey;
 pub use pool::{Pool, PoolRouting};

@@ -5,6 +5,7 @@
 //! workers' drivers and whatever services it adds ([`SystemInner::services`]).
 
 use super::blocking::BlockingThreads;
+use super::group::Groups;
 use super::scheduler::{Runnable, Scheduler};
 use super::{ActorId, StopReason};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, NameMap, Ordering, SpinLock};
@@ -59,6 +60,8 @@ pub(crate) struct SystemInner {
     services: Box<dyn Any + Send + Sync>,
     /// Dedicated actors' threads and the blocking pool.
     pub(crate) blocking: BlockingThreads,
+    /// Its process groups.
+    pub(crate) groups: Arc<Groups>,
 }
 
 impl SystemInner {
@@ -76,6 +79,7 @@ impl SystemInner {
             mailbox_capacity,
             services,
             blocking: BlockingThreads::new(),
+            groups: Groups::new(),
         }
     }
 
