@@ -238,7 +238,7 @@ fn watchers_see_membership_changes_in_order() {
     let room = system.group::<Say>("room").unwrap();
     let first = system.spawn(Member { out: tx.clone() });
     room.join(&first);
-    room.watch(&system.spawn(EventLog(etx)));
+    room.watch(system.spawn(EventLog(etx)));
     let others: Vec<Addr<Member>> = (0..10)
         .map(|_| system.spawn(Member { out: tx.clone() }))
         .collect();

@@ -1,7 +1,7 @@
 //! The actor cell: mailbox, scheduling state and the actor itself, plus the typed handles
 //! onto it ([`Addr`], [`Recipient`]) and the [`Context`] a handler gets.
 
-use super::blocking::Home;
+use super::blocking_pool::Home;
 use super::scheduler::{Runnable, Task, Turn};
 use super::system::{Registered, RegistryError, Stoppable, SystemHandle, SystemInner};
 use super::{Actor, ActorId, RestartPolicy, StopReason};

@@ -16,9 +16,11 @@
 //! restarted in place, if spawned with a [`RestartPolicy`]) and its watchers are told why.
 
 mod blocking;
+mod blocking_pool;
 mod cell;
 mod group;
 mod handle;
+mod membership;
 mod pool;
 pub(crate) mod scheduler;
 pub(crate) mod system;

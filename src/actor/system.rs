@@ -4,8 +4,8 @@
 //! `Any` in the registry) and no sockets: the runtime composes a system from this core, its
 //! workers' drivers and whatever services it adds ([`SystemInner::services`]).
 
-use super::blocking::BlockingThreads;
-use super::group::Groups;
+use super::blocking_pool::BlockingThreads;
+use super::membership::Groups;
 use super::scheduler::{Runnable, Scheduler};
 use super::{ActorId, StopReason};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, NameMap, Ordering, SpinLock};
