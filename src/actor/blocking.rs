@@ -29,12 +29,10 @@
 //! like any other, and a blocking closure runs at once on the simulation's thread, so a run
 //! stays deterministic.
 
-use super::blocking_pool::{Home, Job, dedicated_thread};
+use super::blocking_pool::Job;
 use super::cell::{self, Addr, Supervision};
-use super::scheduler::Runnable;
 use super::system::{RegistryError, SystemHandle};
 use super::{Actor, Context};
-use crate::sync::Arc;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use super::blocking_pool::{BLOCKING_KEEP_ALIVE, BlockingError, DEFAULT_BLOCKING_THREADS};
@@ -71,19 +69,17 @@ pub(crate) fn spawn_dedicated<A: Actor>(
     if system.sched.is_manual() {
         return cell::spawn(system, actor, supervision, capacity, name);
     }
-    let home = Arc::new(Home::new());
     let threads = &system.blocking;
-    let start_home = home.clone();
     cell::spawn_at(
         system,
         actor,
         supervision,
         capacity,
         name,
-        Some(home),
-        |cell: Arc<dyn Runnable>| {
+        true,
+        |id, cell| {
             threads
-                .start(move || dedicated_thread(&start_home, cell))
+                .start_dedicated(id, cell)
                 .map_err(|e| RegistryError::NoThread(e.to_string()))
         },
     )

@@ -2,10 +2,12 @@
 //! [`super::blocking`]) and the bounded pool that runs blocking closures. This file knows
 //! no actor type: a dedicated thread runs turns of a [`Runnable`], the pool runs boxed jobs.
 
+use super::ActorId;
 use super::scheduler::{Runnable, TURN_BUDGET, Turn};
 use crate::sync::{Arc, AtomicUsize, Condvar, Mutex, Ordering, thread};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
@@ -42,13 +44,13 @@ impl fmt::Display for BlockingError {
 impl std::error::Error for BlockingError {}
 
 /// Where a dedicated actor's turns run: its thread sleeps here until the actor is scheduled.
-pub(crate) struct Home {
+struct Home {
     queued: Mutex<bool>,
     wake: Condvar,
 }
 
 impl Home {
-    pub(crate) fn new() -> Home {
+    fn new() -> Home {
         Home {
             queued: Mutex::new(false),
             wake: Condvar::new(),
@@ -57,8 +59,7 @@ impl Home {
 
     /// The actor became runnable: wake its thread. Only the notification that moved the
     /// actor out of idle calls this, so one flag is enough.
-    #[cold]
-    pub(crate) fn schedule(&self) {
+    fn schedule(&self) {
         *self.queued.lock().unwrap() = true;
         self.wake.notify_one();
     }
@@ -87,6 +88,9 @@ struct Shared {
     job_ready: Condvar,
     /// Threads alive (dedicated and pool), for shutdown.
     alive: AtomicUsize,
+    /// The home of each dedicated actor whose thread runs (found by id: a cell carries only
+    /// a flag, so that pool actors pay nothing for it).
+    homes: Mutex<HashMap<ActorId, Arc<Home>>>,
 }
 
 struct State {
@@ -113,6 +117,7 @@ impl BlockingThreads {
                 }),
                 job_ready: Condvar::new(),
                 alive: AtomicUsize::new(0),
+                homes: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -148,7 +153,7 @@ impl BlockingThreads {
     }
 
     /// Starts a thread counted in `alive` (uncounted again if it cannot start).
-    pub(crate) fn start(&self, body: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    fn start(&self, body: impl FnOnce() + Send + 'static) -> io::Result<()> {
         struct Leaving(Arc<Shared>);
         impl Drop for Leaving {
             fn drop(&mut self) {
@@ -166,6 +171,32 @@ impl BlockingThreads {
         });
         // A thread that did not start dropped the closure, and with it the count.
         spawned.map(drop)
+    }
+
+    /// Starts the thread of the dedicated actor `id`, which runs `cell`'s turns until its
+    /// last one.
+    pub(crate) fn start_dedicated(&self, id: ActorId, cell: Arc<dyn Runnable>) -> io::Result<()> {
+        let home = Arc::new(Home::new());
+        self.shared.homes.lock().unwrap().insert(id, home.clone());
+        let shared = self.shared.clone();
+        let started = self.start(move || {
+            dedicated_thread(&home, cell);
+            shared.homes.lock().unwrap().remove(&id);
+        });
+        if started.is_err() {
+            self.shared.homes.lock().unwrap().remove(&id);
+        }
+        started
+    }
+
+    /// The dedicated actor `id` became runnable: wake its thread. (A home that is gone
+    /// belonged to an actor that has stopped: nothing to run.)
+    #[cold]
+    pub(crate) fn schedule_dedicated(&self, id: ActorId) {
+        let home = self.shared.homes.lock().unwrap().get(&id).cloned();
+        if let Some(home) = home {
+            home.schedule();
+        }
     }
 
     /// Queues `job` for the pool, starting a thread if none is free and the limit allows.
@@ -231,7 +262,7 @@ fn pool_thread(shared: &Shared) {
 }
 
 /// Runs a dedicated actor's turns on its own thread until it stops.
-pub(crate) fn dedicated_thread(home: &Home, cell: Arc<dyn Runnable>) {
+fn dedicated_thread(home: &Home, cell: Arc<dyn Runnable>) {
     loop {
         home.wait();
         loop {

@@ -1,7 +1,6 @@
 //! The actor cell: mailbox, scheduling state and the actor itself, plus the typed handles
 //! onto it ([`Addr`], [`Recipient`]) and the [`Context`] a handler gets.
 
-use super::blocking_pool::Home;
 use super::scheduler::{Runnable, Task, Turn};
 use super::system::{Registered, RegistryError, Stoppable, SystemHandle, SystemInner};
 use super::{Actor, ActorId, RestartPolicy, StopReason};
@@ -76,8 +75,9 @@ pub(crate) struct ActorCell<A: Actor> {
     /// Set once, just before the mailbox closes: what a late watcher is told.
     stop_reason: Mutex<Option<StopReason>>,
     run: UnsafeCell<RunState<A>>,
-    /// Where its turns run: `None` on the workers, or a thread of its own (see `blocking`).
-    home: Option<Arc<Home>>,
+    /// Whether its turns run on a thread of its own instead of the workers (see `blocking`;
+    /// a flag in the padding beside `sched`, where a pointer would grow every cell).
+    dedicated: bool,
 }
 
 // SAFETY: `run` is only touched by the thread that moved `sched` to RUNNING (see `run_turn`),
@@ -114,22 +114,23 @@ impl<A: Actor> ActorCell<A> {
                     })
                 }),
             }),
-            home: None,
+            dedicated: false,
         }
     }
 
     /// Runs the actor's turns on a thread of its own (set before the cell is shared).
-    fn with_home(mut self, home: Option<Arc<Home>>) -> ActorCell<A> {
-        self.home = home;
+    fn with_dedicated(mut self, dedicated: bool) -> ActorCell<A> {
+        self.dedicated = dedicated;
         self
     }
 
     /// Queues the actor's next turn: on the workers, or on its own thread (as `notify`).
     #[inline]
     fn schedule_turn(&self) {
-        match &self.home {
-            None => self.system.sched.schedule(Task::of_dyn(self)),
-            Some(home) => home.schedule(),
+        if self.dedicated {
+            self.system.blocking.schedule_dedicated(self.id);
+        } else {
+            self.system.sched.schedule(Task::of_dyn(self));
         }
     }
 
@@ -148,9 +149,10 @@ impl<A: Actor> ActorCell<A> {
     /// Queues the actor for a worker if this notification made it runnable.
     pub(crate) fn notify(self: &Arc<Self>) {
         if self.sched.notify() {
-            match &self.home {
-                None => self.system.sched.schedule(Task::of(self)),
-                Some(home) => home.schedule(),
+            if self.dedicated {
+                self.system.blocking.schedule_dedicated(self.id);
+            } else {
+                self.system.sched.schedule(Task::of(self));
             }
         }
     }
@@ -762,19 +764,21 @@ pub(crate) fn spawn<A: Actor>(
     capacity: Option<usize>,
     name: Option<&str>,
 ) -> Result<Addr<A>, RegistryError> {
-    spawn_at(system, actor, supervision, capacity, name, None, |_| Ok(()))
+    spawn_at(system, actor, supervision, capacity, name, false, |_, _| {
+        Ok(())
+    })
 }
 
-/// As [`spawn`], with the actor's turns run at `home` (`None`: on the workers); `start` gets
-/// the cell before it is published (to start the thread that runs it) and may refuse.
+/// As [`spawn`], with the actor's turns run on a thread of its own if `dedicated`; `start`
+/// gets the cell before it is published (to start that thread) and may refuse.
 pub(crate) fn spawn_at<A: Actor>(
     system: &Arc<SystemInner>,
     actor: A,
     supervision: Supervision<A>,
     capacity: Option<usize>,
     name: Option<&str>,
-    home: Option<Arc<Home>>,
-    start: impl FnOnce(Arc<dyn Runnable>) -> Result<(), RegistryError>,
+    dedicated: bool,
+    start: impl FnOnce(ActorId, Arc<dyn Runnable>) -> Result<(), RegistryError>,
 ) -> Result<Addr<A>, RegistryError> {
     let id = system.next_actor_id();
     let capacity = capacity.unwrap_or(system.mailbox_capacity);
@@ -783,15 +787,16 @@ pub(crate) fn spawn_at<A: Actor>(
         Supervision::Restart(factory, policy) => Some((factory, policy)),
     };
     // Allocate outside the live table's lock; under it, only take a slot and publish.
-    let cell =
-        Arc::new(ActorCell::new(id, actor, system.clone(), capacity, restart).with_home(home));
+    let cell = Arc::new(
+        ActorCell::new(id, actor, system.clone(), capacity, restart).with_dedicated(dedicated),
+    );
     if let Some(name) = name {
         let value: Registered = (id, cell.clone() as Arc<dyn std::any::Any + Send + Sync>);
         system.claim_name(name, value)?;
         // Not scheduled yet: the note waits for the first turn.
         cell.note_registered(name);
     }
-    if let Err(e) = start(cell.clone() as Arc<dyn Runnable>) {
+    if let Err(e) = start(id, cell.clone() as Arc<dyn Runnable>) {
         if let Some(name) = name {
             system.unregister_if(name, id);
         }
