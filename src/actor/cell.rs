@@ -75,9 +75,11 @@ pub(crate) struct ActorCell<A: Actor> {
     /// Set once, just before the mailbox closes: what a late watcher is told.
     stop_reason: Mutex<Option<StopReason>>,
     run: UnsafeCell<RunState<A>>,
-    /// Whether its turns run on a thread of its own instead of the workers (see `blocking`;
-    /// a flag in the padding beside `sched`, where a pointer would grow every cell).
-    dedicated: bool,
+    /// 1 if its turns run on a thread of its own instead of the workers (see `blocking`).
+    /// A byte in the padding beside `sched`, where a pointer would grow every cell; a `u8`,
+    /// not a `bool`, so that it offers no niche and leaves the layout of the hot fields as it
+    /// was.
+    dedicated: u8,
 }
 
 // SAFETY: `run` is only touched by the thread that moved `sched` to RUNNING (see `run_turn`),
@@ -114,20 +116,20 @@ impl<A: Actor> ActorCell<A> {
                     })
                 }),
             }),
-            dedicated: false,
+            dedicated: 0,
         }
     }
 
     /// Runs the actor's turns on a thread of its own (set before the cell is shared).
     fn with_dedicated(mut self, dedicated: bool) -> ActorCell<A> {
-        self.dedicated = dedicated;
+        self.dedicated = u8::from(dedicated);
         self
     }
 
     /// Queues the actor's next turn: on the workers, or on its own thread (as `notify`).
     #[inline]
     fn schedule_turn(&self) {
-        if self.dedicated {
+        if self.dedicated != 0 {
             self.system.blocking.schedule_dedicated(self.id);
         } else {
             self.system.sched.schedule(Task::of_dyn(self));
@@ -149,7 +151,7 @@ impl<A: Actor> ActorCell<A> {
     /// Queues the actor for a worker if this notification made it runnable.
     pub(crate) fn notify(self: &Arc<Self>) {
         if self.sched.notify() {
-            if self.dedicated {
+            if self.dedicated != 0 {
                 self.system.blocking.schedule_dedicated(self.id);
             } else {
                 self.system.sched.schedule(Task::of(self));
