@@ -258,13 +258,21 @@ impl Scheduler {
             None => Some(task),
         });
         if let Some(task) = leftover {
-            #[cfg(feature = "testkit")]
-            if let Some(manual) = &self.manual {
-                return manual.schedule(task);
-            }
-            self.injector.push(task);
-            self.wake_one();
+            self.schedule_from_outside(task);
         }
+    }
+
+    /// The part of [`Scheduler::schedule`] for a thread that is not one of our workers. Kept
+    /// out of line, so that a worker's own scheduling (the hot path) stays small whatever the
+    /// compiler decides to inline into the injector's push.
+    #[inline(never)]
+    fn schedule_from_outside(&self, task: Task) {
+        #[cfg(feature = "testkit")]
+        if let Some(manual) = &self.manual {
+            return manual.schedule(task);
+        }
+        self.injector.push(task);
+        self.wake_one();
     }
 
     /// Wakes one sleeping worker, if there is one.
