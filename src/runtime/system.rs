@@ -278,6 +278,11 @@ impl System {
     /// queued for sending is written first), stops every actor (each runs `stopped`), and
     /// joins the workers. Whatever is not done when `deadline` has passed is abandoned: the
     /// workers leave after the turn they are in, and remaining sockets are closed.
+    ///
+    /// Dedicated actors' threads leave with their actors; blocking closures still queued are
+    /// cancelled ([`BlockingError::Cancelled`](crate::actor::BlockingError::Cancelled)), and
+    /// the threads still in a call are waited for until the deadline, then left behind and
+    /// counted in [`ShutdownReport::blocking_threads_left`].
     pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         self.shutdown_inner(deadline)
     }
