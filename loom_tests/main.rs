@@ -426,3 +426,6 @@ fn shutdown_racing_a_sender_finishes_and_refuses_later_sends() {
         assert!(matches!(actor.send(9), Err(TrySendError::Closed(9))));
     });
 }
+
+mod blocking;
+mod groups;

@@ -2,8 +2,8 @@
 //! onto it ([`Addr`], [`Recipient`]) and the [`Context`] a handler gets.
 
 use super::scheduler::{Runnable, Task, Turn};
+use super::stall::TurnMark;
 use super::system::{Registered, RegistryError, Stoppable, SystemHandle, SystemInner};
-use super::watchdog::TurnMark;
 use super::{Actor, ActorId, RestartPolicy, StopReason};
 use crate::error::TrySendError;
 use crate::mailbox::{Mailbox, PushError, SchedState};
@@ -113,6 +113,11 @@ pub(crate) struct ActorCell<A: Actor> {
     /// Set once, just before the mailbox closes: what a late watcher is told.
     stop_reason: Mutex<Option<StopReason>>,
     run: UnsafeCell<RunState<A>>,
+    /// 1 if its turns run on a thread of its own instead of the workers (see `blocking`).
+    /// A byte in the padding beside `sched`, where a pointer would grow every cell; a `u8`,
+    /// not a `bool`, so that it offers no niche and leaves the layout of the hot fields as it
+    /// was.
+    dedicated: u8,
 }
 
 // SAFETY: `run` is only touched by the thread that moved `sched` to RUNNING (see `run_turn`),
@@ -154,6 +159,23 @@ impl<A: Actor> ActorCell<A> {
                 draining: None,
                 suspended: false,
             }),
+            dedicated: 0,
+        }
+    }
+
+    /// Runs the actor's turns on a thread of its own (set before the cell is shared).
+    fn with_dedicated(mut self, dedicated: bool) -> ActorCell<A> {
+        self.dedicated = u8::from(dedicated);
+        self
+    }
+
+    /// Queues the actor's next turn: on the workers, or on its own thread (as `notify`).
+    #[inline]
+    fn schedule_turn(&self) {
+        if self.dedicated != 0 {
+            self.system.blocking.schedule_dedicated(self.id);
+        } else {
+            self.system.sched.schedule(Task::of_dyn(self));
         }
     }
 
@@ -172,7 +194,11 @@ impl<A: Actor> ActorCell<A> {
     /// Queues the actor for a worker if this notification made it runnable.
     pub(crate) fn notify(self: &Arc<Self>) {
         if self.sched.notify() {
-            self.system.sched.schedule(Task::of(self));
+            if self.dedicated != 0 {
+                self.system.blocking.schedule_dedicated(self.id);
+            } else {
+                self.system.sched.schedule(Task::of(self));
+            }
         }
     }
 
@@ -550,7 +576,7 @@ impl<A: Actor> Stoppable for ActorCell<A> {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -683,6 +709,8 @@ pub(crate) trait Deliver<M>: Runnable {
     /// Queues `msgs` in front of what waits. Returns whether to schedule the actor; `None`
     /// if it has stopped.
     fn deliver_front(&self, msgs: Vec<M>) -> Option<bool>;
+    /// Queues the actor's turn (after `deliver` or `deliver_batch` said so).
+    fn schedule(&self);
     fn alive(&self) -> bool;
     fn queued(&self) -> usize;
     fn system(&self) -> &SystemInner;
@@ -711,6 +739,10 @@ where
         self.mailbox
             .push_front_batch_map(msgs.into_iter(), A::Msg::from)
             .then(|| self.sched.notify())
+    }
+
+    fn schedule(&self) {
+        self.schedule_turn();
     }
 
     fn alive(&self) -> bool {
@@ -816,7 +848,7 @@ impl<M: Send + 'static> Recipient<M> {
         match &self.target {
             Target::Actor(a) => {
                 if a.deliver(msg, force)? {
-                    a.system().sched.schedule(Task::of_dyn(&**a));
+                    a.schedule();
                 }
                 Ok(())
             }
@@ -837,7 +869,7 @@ impl<M: Send + 'static> Recipient<M> {
         if let Target::Actor(a) = &self.target
             && a.deliver_front(msgs) == Some(true)
         {
-            a.system().sched.schedule(Task::of_dyn(&**a));
+            a.schedule();
         }
     }
 
@@ -862,7 +894,7 @@ impl<M: Send + 'static> Recipient<M> {
             Target::Actor(a) => {
                 let (schedule, waiting) = a.deliver_batch(msgs)?;
                 if schedule {
-                    a.system().sched.schedule(Task::of_dyn(&**a));
+                    a.schedule();
                 }
                 Some(waiting)
             }
@@ -972,6 +1004,8 @@ pub(crate) struct Placement<'a> {
     pub(crate) capacity: Option<usize>,
     pub(crate) name: Option<&'a str>,
     pub(crate) depth: u32,
+    /// Whether its turns run on a thread of its own.
+    pub(crate) dedicated: bool,
 }
 
 /// Spawns an actor into `system`; `capacity` overrides the system default, `name` registers
@@ -982,10 +1016,23 @@ pub(crate) fn spawn<A: Actor>(
     supervision: Supervision<A>,
     placement: Placement<'_>,
 ) -> Result<Addr<A>, RegistryError> {
+    spawn_at(system, actor, supervision, placement, |_, _| Ok(()))
+}
+
+/// As [`spawn`], with the actor's turns run on a thread of its own if the placement says so;
+/// `start` gets the cell before it is published (to start that thread) and may refuse.
+pub(crate) fn spawn_at<A: Actor>(
+    system: &Arc<SystemInner>,
+    actor: A,
+    supervision: Supervision<A>,
+    placement: Placement<'_>,
+    start: impl FnOnce(ActorId, Arc<dyn Runnable>) -> Result<(), RegistryError>,
+) -> Result<Addr<A>, RegistryError> {
     let Placement {
         capacity,
         name,
         depth,
+        dedicated,
     } = placement;
     let id = system.next_actor_id();
     let capacity = capacity.unwrap_or(system.mailbox_capacity);
@@ -995,19 +1042,21 @@ pub(crate) fn spawn<A: Actor>(
         Supervision::Supervisor(factory, link) => Some((factory, Decides::Supervisor(link))),
     };
     // Allocate outside the live table's lock; under it, only take a slot and publish.
-    let cell = Arc::new(ActorCell::new(
-        id,
-        actor,
-        system.clone(),
-        capacity,
-        depth,
-        restart,
-    ));
+    let cell = Arc::new(
+        ActorCell::new(id, actor, system.clone(), capacity, depth, restart)
+            .with_dedicated(dedicated),
+    );
     if let Some(name) = name {
         let value: Registered = (id, cell.clone() as Arc<dyn std::any::Any + Send + Sync>);
         system.claim_name(name, value)?;
         // Not scheduled yet: the note waits for the first turn.
         cell.note_registered(name);
+    }
+    if let Err(e) = start(id, cell.clone() as Arc<dyn Runnable>) {
+        if let Some(name) = name {
+            system.unregister_if(name, id);
+        }
+        return Err(e);
     }
     system.add_live(cell.clone() as Arc<dyn Stoppable>, |key| {
         cell.set_live_key(key)

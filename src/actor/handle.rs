@@ -1,5 +1,6 @@
 //! Spawning, registering and looking up actors through a [`SystemHandle`].
 
+use super::blocking;
 use super::cell::{self, Addr, Placement, Supervision};
 use super::system::{RegistryError, SystemHandle};
 use super::{Actor, RestartPolicy};
@@ -11,6 +12,9 @@ pub struct SpawnOptions {
     pub mailbox_capacity: Option<usize>,
     /// Register the actor under this name (freed when it stops).
     pub name: Option<String>,
+    /// Run the actor on a thread of its own, for handlers that block (see
+    /// [`SystemHandle::spawn_dedicated`]).
+    pub dedicated_thread: bool,
 }
 
 impl SpawnOptions {
@@ -27,6 +31,13 @@ impl SpawnOptions {
         self.name = Some(name.to_owned());
         self
     }
+
+    /// Runs the actor on a thread of its own (see [`SystemHandle::spawn_dedicated`]).
+    #[must_use]
+    pub fn dedicated_thread(mut self) -> SpawnOptions {
+        self.dedicated_thread = true;
+        self
+    }
 }
 
 impl SystemHandle {
@@ -39,8 +50,9 @@ impl SystemHandle {
     /// Spawns an actor with options.
     ///
     /// # Errors
-    /// [`RegistryError::NameTaken`] if the name is held by another actor; the actor is not
-    /// spawned then.
+    /// [`RegistryError::NameTaken`] if the name is held by another actor,
+    /// [`RegistryError::NoThread`] if a dedicated thread could not be started; the actor is
+    /// not spawned then.
     pub fn spawn_with<A: Actor>(
         &self,
         actor: A,
@@ -49,8 +61,11 @@ impl SystemHandle {
         let placement = Placement {
             capacity: opts.mailbox_capacity,
             name: opts.name.as_deref(),
-            depth: 0,
+            ..Placement::default()
         };
+        if opts.dedicated_thread {
+            return blocking::spawn_dedicated(self, actor, Supervision::None, placement);
+        }
         cell::spawn(&self.inner, actor, Supervision::None, placement)
     }
 

@@ -28,8 +28,8 @@
 //! it. The switch sits where a task or timer comes from outside the pool, behind the check for
 //! the current worker, so a worker's own scheduling never looks at it.
 
+use super::stall::TurnMark;
 use super::timers::{TimerFn, TimerKey, TimerQueue};
-use super::watchdog::TurnMark;
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, IdleWorkers, Mutex, Ordering, thread_local};
 use std::cell::{Cell, RefCell};
@@ -95,12 +95,6 @@ impl Task {
     /// the live table holds).
     pub(crate) fn of_dyn(cell: &dyn Runnable) -> Task {
         Task(NonNull::from(cell))
-    }
-
-    /// The actor whose turn it is.
-    pub(crate) fn actor_id(&self) -> super::ActorId {
-        // SAFETY: the cell is alive while this task exists (see the type's docs).
-        unsafe { self.0.as_ref() }.actor_id()
     }
 
     /// Runs one turn of at most `budget` messages.
@@ -271,18 +265,26 @@ impl Scheduler {
             None => Some(task),
         });
         if let Some(task) = leftover {
-            #[cfg(feature = "testkit")]
-            if let Some(manual) = &self.manual {
-                return manual.schedule(task);
-            }
-            self.injector.push(task);
-            self.wake_one();
+            self.schedule_from_outside(task);
         }
     }
 
     /// Worker `i`'s turn mark (none for a scheduler without workers).
     pub(crate) fn turn_mark(&self, i: usize) -> Option<&TurnMark> {
         self.workers.get(i).map(|w| &w.turn)
+    }
+
+    /// The part of [`Scheduler::schedule`] for a thread that is not one of our workers. Kept
+    /// out of line, so that a worker's own scheduling (the hot path) stays small whatever the
+    /// compiler decides to inline into the injector's push.
+    #[inline(never)]
+    fn schedule_from_outside(&self, task: Task) {
+        #[cfg(feature = "testkit")]
+        if let Some(manual) = &self.manual {
+            return manual.schedule(task);
+        }
+        self.injector.push(task);
+        self.wake_one();
     }
 
     /// Wakes one sleeping worker, if there is one.
@@ -397,6 +399,14 @@ impl Scheduler {
 
     fn should_exit(&self) -> bool {
         self.exit.load(Ordering::SeqCst)
+    }
+
+    /// Whether tasks go to a manual driver (the test kit's simulation) instead of workers.
+    pub(crate) fn is_manual(&self) -> bool {
+        #[cfg(feature = "testkit")]
+        return self.manual.is_some();
+        #[cfg(not(feature = "testkit"))]
+        false
     }
 }
 

@@ -4,8 +4,10 @@
 //! `Any` in the registry) and no sockets: the runtime composes a system from this core, its
 //! workers' drivers and whatever services it adds ([`SystemInner::services`]).
 
+use super::blocking_pool::BlockingThreads;
+use super::membership::Groups;
 use super::scheduler::{Runnable, Scheduler};
-use super::watchdog::{STALL_REPORTS_KEPT, Stall};
+use super::stall::{STALL_REPORTS_KEPT, Stall};
 use super::{ActorId, StopReason};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, NameMap, OnceLock, Ordering, SpinLock};
 use slab::Slab;
@@ -38,6 +40,8 @@ pub enum RegistryError {
     NameTaken(String),
     /// The actor stopped before it could be registered.
     ActorStopped,
+    /// The thread of a dedicated actor could not be started (the OS error).
+    NoThread(String),
 }
 
 impl fmt::Display for RegistryError {
@@ -45,6 +49,7 @@ impl fmt::Display for RegistryError {
         match self {
             RegistryError::NameTaken(n) => write!(f, "the name {n:?} is taken"),
             RegistryError::ActorStopped => f.write_str("the actor has stopped"),
+            RegistryError::NoThread(e) => write!(f, "no thread for the actor: {e}"),
         }
     }
 }
@@ -70,6 +75,10 @@ pub(crate) struct SystemInner {
     /// Stalls the watchdog saw: how many, and the last few.
     stall_count: AtomicU64,
     stalls: Mutex<VecDeque<Stall>>,
+    /// Dedicated actors' threads and the blocking pool.
+    pub(crate) blocking: BlockingThreads,
+    /// Its process groups.
+    pub(crate) groups: Arc<Groups>,
 }
 
 const DROP_KINDS: usize = 4;
@@ -126,6 +135,8 @@ impl SystemInner {
             dropped: std::array::from_fn(|_| AtomicUsize::new(0)),
             stall_count: AtomicU64::new(0),
             stalls: Mutex::new(VecDeque::new()),
+            blocking: BlockingThreads::new(),
+            groups: Groups::new(),
         }
     }
 

@@ -8,7 +8,8 @@ use crate::actor::scheduler::{Scheduler, Task, Unpark, run_worker};
 #[cfg(not(loom))]
 use crate::actor::watchdog::Watchdog;
 use crate::actor::{
-    DEFAULT_STALL_THRESHOLD, DroppedMessages, Stall, StopReason, SystemHandle, SystemInner,
+    DEFAULT_BLOCKING_THREADS, DEFAULT_STALL_THRESHOLD, DroppedMessages, Stall, StopReason,
+    SystemHandle, SystemInner,
 };
 use crate::net::{ConnOptions, Engine, EngineHandle};
 use crate::sync::deque::Worker;
@@ -39,6 +40,7 @@ pub struct Builder {
     name: String,
     stall_threshold: Duration,
     on_stall: Option<StallHook>,
+    blocking_threads: usize,
 }
 
 /// What the watchdog calls with each stall.
@@ -64,6 +66,7 @@ impl Default for Builder {
             name: "kendynet".to_owned(),
             stall_threshold: DEFAULT_STALL_THRESHOLD,
             on_stall: None,
+            blocking_threads: DEFAULT_BLOCKING_THREADS,
         }
     }
 }
@@ -154,6 +157,15 @@ impl Builder {
     #[must_use]
     pub fn on_stall(mut self, f: impl Fn(&Stall) + Send + Sync + 'static) -> Builder {
         self.on_stall = Some(StallHook(Arc::new(f)));
+        self
+    }
+
+    /// The most threads that run blocking closures at once
+    /// ([`Context::spawn_blocking`](crate::Context::spawn_blocking)); more closures wait in a
+    /// queue. Default [`DEFAULT_BLOCKING_THREADS`]; at least 1.
+    #[must_use]
+    pub fn blocking_threads(mut self, n: usize) -> Builder {
+        self.blocking_threads = n.max(1);
         self
     }
 
@@ -256,6 +268,7 @@ impl Builder {
             Box::new(transport),
         ));
         super::transport::announce_sockets_on_restart(&inner);
+        inner.blocking.set_max_pool_threads(self.blocking_threads);
         for (start, deque) in starts.into_iter().zip(deques) {
             // A worker that died meanwhile is noticed at join.
             let _ = start.send((inner.clone(), deque, net.clone()));
@@ -370,6 +383,9 @@ pub struct ShutdownReport {
     /// Messages dropped during the shutdown, by why: queued in actors that the deadline
     /// stopped, or timer messages for actors already stopped.
     pub dropped: DroppedMessages,
+    /// Threads of dedicated actors and blocking closures still in a call at the deadline
+    /// (left behind; each leaves when its call returns).
+    pub blocking_threads_left: usize,
 }
 
 /// Shares of the deadline by which each step of a shutdown ends at the latest, in tenths.
@@ -403,6 +419,11 @@ impl System {
     ///    workers.
     ///
     /// [`Context::spawn`]: crate::Context::spawn
+    ///
+    /// Dedicated actors' threads leave with their actors; blocking closures still queued are
+    /// cancelled ([`BlockingError::Cancelled`](crate::actor::BlockingError::Cancelled)), and
+    /// the threads still in a call are waited for until the deadline, then left behind and
+    /// counted in [`ShutdownReport::blocking_threads_left`].
     pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         self.shutdown_inner(deadline)
     }
@@ -441,6 +462,12 @@ impl System {
         }
         let actors_left = inner.live_count();
         let sockets_left = net.open_sockets();
+        // Dedicated actors' threads leave with their actors; the blocking pool's once idle.
+        // Closures still queued are cancelled: each caller hears `BlockingError::Cancelled`.
+        inner.blocking.close();
+        wait_until(end, || inner.blocking.alive() == 0);
+        let blocking_threads_left = inner.blocking.alive();
+        graceful &= actors_left == 0 && sockets_left == 0 && blocking_threads_left == 0;
         inner.sched.exit_workers();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -457,6 +484,7 @@ impl System {
             actors_left,
             sockets_left,
             dropped,
+            blocking_threads_left,
         }
     }
 }

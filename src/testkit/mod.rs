@@ -134,7 +134,7 @@ pub use client::{VirtualClient, VirtualListener};
 pub use net::Faults;
 
 use crate::actor::scheduler::{Manual, Scheduler, Task, Turn};
-use crate::actor::watchdog::TurnMark;
+use crate::actor::stall::TurnMark;
 use crate::actor::{StopReason, SystemHandle, SystemInner};
 use crate::net::ConnOptions;
 use crate::runtime::transport::Transport;
@@ -603,6 +603,8 @@ impl Sim {
             actors_left,
             sockets_left,
             dropped,
+            // The simulation starts no threads (see `SystemHandle::spawn_dedicated`).
+            blocking_threads_left: 0,
         }
     }
 }
