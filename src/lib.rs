@@ -50,8 +50,9 @@ pub mod runtime;
 pub mod testkit;
 
 pub use actor::{
-    Actor, ActorId, Addr, Context, Pool, PoolRouting, Recipient, RegistryError, RestartPolicy,
-    SpawnOptions, StopReason, SystemHandle,
+    Actor, ActorId, Addr, AskError, AskFuture, AskTarget, Context, MAX_ASK_DEADLINE, Pool,
+    PoolRouting, Recipient, RegistryError, ReplyTo, RestartPolicy, SpawnOptions, StopReason,
+    SystemHandle,
 };
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};

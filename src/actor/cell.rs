@@ -362,7 +362,7 @@ impl<A: Actor> Stoppable for ActorCell<A> {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -484,7 +484,7 @@ pub(crate) trait Deliver<M>: Runnable {
     fn actor_id(&self) -> ActorId;
     fn alive(&self) -> bool;
     fn queued(&self) -> usize;
-    fn system(&self) -> &SystemInner;
+    fn system(&self) -> &Arc<SystemInner>;
 }
 
 impl<A: Actor, M: Send + 'static> Deliver<M> for ActorCell<A>
@@ -518,7 +518,7 @@ where
         self.mailbox.len()
     }
 
-    fn system(&self) -> &SystemInner {
+    fn system(&self) -> &Arc<SystemInner> {
         &self.system
     }
 }
@@ -545,7 +545,7 @@ pub(crate) trait Route<M>: Send + Sync + 'static {
     fn alive(&self) -> bool;
     fn queued(&self) -> usize;
     /// The system of the actors it routes to.
-    fn system(&self) -> &SystemInner;
+    fn system(&self) -> &Arc<SystemInner>;
 }
 
 impl<M: Send + 'static> Clone for Recipient<M> {
@@ -622,7 +622,7 @@ impl<M: Send + 'static> Recipient<M> {
     }
 
     /// The system of the actor behind it.
-    pub(crate) fn system(&self) -> &SystemInner {
+    pub(crate) fn system(&self) -> &Arc<SystemInner> {
         match &self.target {
             Target::Actor(a) => a.system(),
             Target::Routed(r) => r.system(),

@@ -15,6 +15,7 @@
 //! starve the others. A handler that panics never takes down a worker: the actor stops (or is
 //! restarted in place, if spawned with a [`RestartPolicy`]) and its watchers are told why.
 
+mod ask;
 mod cell;
 mod handle;
 mod pool;
@@ -22,6 +23,7 @@ pub(crate) mod scheduler;
 pub(crate) mod system;
 pub(crate) mod timers;
 
+pub use ask::{AskError, AskFuture, AskTarget, MAX_ASK_DEADLINE, ReplyTo};
 pub use cell::{Addr, Context, Recipient};
 pub use handle::SpawnOptions;
 pub(crate) use pool::RouteKey;
