@@ -25,6 +25,13 @@
 //! worker). A timer dropped unfired because the system shut down settles the ask as
 //! [`AskError::Stopped`], so no ask waits past the end of its system.
 //!
+//! An ask made in a handler arms its deadline when its worker next looks at its timers,
+//! after the current batch of turns, and only if it is still pending then: a callee on the
+//! same worker usually answers within that batch, and such an ask never touches the timers.
+//! So the deadline counts from the end of that batch (a deadline fires late rather than
+//! early, as any timer of a busy worker does). Asks from outside the workers arm theirs at
+//! once.
+//!
 //! # Where the `map` of [`Context::ask`] runs
 //!
 //! On the thread that settles the ask: inside the callee's handler when it replies, on a
@@ -39,7 +46,8 @@ use super::scheduler::{SchedTimer, Scheduler, with_current};
 use super::system::SystemInner;
 use super::{Actor, Addr, Context, Pool, Recipient, StopReason};
 use crate::error::TrySendError;
-use crate::sync::{Arc, AtomicU8, Condvar, Mutex, MutexGuard, Ordering, UnsafeCell};
+use crate::sync::{Arc, AtomicU8, Condvar, Mutex, MutexGuard, Ordering, UnsafeCell, thread_local};
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -117,8 +125,10 @@ impl<A: Actor> AskTarget for Pool<A> {
     }
 }
 
-const PENDING: u8 = 0;
+/// Slot state bits. `SETTLED` is set once, by the one that settles; `ARMED` once the
+/// deadline timer is in the `timer` field.
 const SETTLED: u8 = 1;
+const ARMED: u8 = 2;
 
 /// Where the outcome of an ask goes. `finish` runs once, on the thread that settled the ask.
 trait Outlet<R>: Send + Sync + 'static {
@@ -129,23 +139,23 @@ trait Outlet<R>: Send + Sync + 'static {
 /// The reply slot of one ask.
 struct Slot<R, O> {
     state: AtomicU8,
-    /// The deadline timer. Written by the asker before the [`ReplyTo`] exists (so before
-    /// anyone but the timer can settle), read only by the one that settles, and never by the
-    /// timer itself.
+    /// The deadline timer, written once by whoever arms it before it sets `ARMED`. Read by
+    /// one thread only: the one that settles, if it saw `ARMED` (the timer itself excepted,
+    /// which never cancels itself), or else the one that armed, if it saw `SETTLED`.
     timer: UnsafeCell<Option<SchedTimer>>,
     outlet: O,
     _reply: PhantomData<fn(R) -> R>,
 }
 
-// SAFETY: `timer` is written once by the asker before the reply handle is made, and read
-// only by the single thread that wins the swap of `state` (the timer, which may race the
-// write, never reads it); everything else is `Sync` on its own.
+// SAFETY: `timer` is written before `ARMED` is set (release) and read after an acquire that
+// saw `ARMED` by the winner, or by the armer after it saw `SETTLED`, never both (see the
+// field's docs and `Slot::arm`); everything else is `Sync` on its own.
 unsafe impl<R, O: Sync> Sync for Slot<R, O> {}
 
 impl<R: Send + 'static, O: Outlet<R>> Slot<R, O> {
     fn new(outlet: O) -> Arc<Slot<R, O>> {
         Arc::new(Slot {
-            state: AtomicU8::new(PENDING),
+            state: AtomicU8::new(0),
             timer: UnsafeCell::new(None),
             outlet,
             _reply: PhantomData,
@@ -158,14 +168,16 @@ impl<R: Send + 'static, O: Outlet<R>> Slot<R, O> {
         outcome: Result<R, AskError>,
         from_timer: bool,
     ) -> Result<(), Result<R, AskError>> {
-        if self.state.swap(SETTLED, Ordering::AcqRel) != PENDING {
+        let prev = self.state.fetch_or(SETTLED, Ordering::AcqRel);
+        if prev & SETTLED != 0 {
             return Err(outcome);
         }
-        let timer = if from_timer {
+        let timer = if from_timer || prev & ARMED == 0 {
+            // Not armed yet: whoever arms it will see `SETTLED` and cancel it.
             None
         } else {
-            // SAFETY: this thread won the swap: the only reader (see the field's docs), and
-            // the asker's write happened before the reply handle reached anyone.
+            // SAFETY: this thread won, and saw `ARMED`: the write is visible and the armer
+            // will not touch the field again (see the field's docs).
             self.timer.with_mut(|t| unsafe { (*t).take() })
         };
         self.outlet.finish(outcome, timer);
@@ -173,18 +185,25 @@ impl<R: Send + 'static, O: Outlet<R>> Slot<R, O> {
     }
 
     fn is_pending(&self) -> bool {
-        self.state.load(Ordering::Acquire) == PENDING
+        self.state.load(Ordering::Acquire) & SETTLED == 0
     }
 
-    /// Sets the deadline timer on `sched`.
+    /// Sets the deadline timer on `sched` (once per ask). If the ask settled meanwhile, its
+    /// winner did not see the timer: cancel it here.
     fn arm(self: &Arc<Self>, sched: &Scheduler, deadline: Duration) {
         let guard = DeadlineGuard { slot: self.clone() };
         let timer = sched.run_after(
             deadline.min(MAX_ASK_DEADLINE),
             Box::new(move || guard.fire()),
         );
-        // SAFETY: no reply handle exists yet, so nobody else reads or writes the field.
+        // SAFETY: `ARMED` is not set yet, so no other thread reads the field (see its docs).
         self.timer.with_mut(|t| unsafe { *t = Some(timer) });
+        if self.state.fetch_or(ARMED, Ordering::AcqRel) & SETTLED != 0 {
+            // SAFETY: the winner settled before `ARMED` was set, so it left the field alone.
+            if let Some(timer) = self.timer.with_mut(|t| unsafe { (*t).take() }) {
+                sched.cancel_timer(&timer);
+            }
+        }
     }
 
     /// Builds the request around a fresh reply handle and sends it; a failed send settles
@@ -226,6 +245,106 @@ impl<R: Send + 'static, O: Outlet<R>> Drop for DeadlineGuard<R, O> {
     fn drop(&mut self) {
         if self.slot.is_pending() {
             let _ = self.slot.settle(Err(AskError::Stopped), true);
+        }
+    }
+}
+
+/// A slot whose deadline waits to be armed (see [`defer_arm`]).
+trait Arm: Send + Sync {
+    /// Arms the deadline now, unless the ask has settled.
+    fn arm_deferred(self: Arc<Self>, sched: &Scheduler, deadline: Duration);
+    /// The system is going down with the deadline unarmed: settle `Stopped`.
+    fn abandon(&self);
+}
+
+impl<R: Send + 'static, O: Outlet<R>> Arm for Slot<R, O> {
+    fn arm_deferred(self: Arc<Self>, sched: &Scheduler, deadline: Duration) {
+        if self.is_pending() {
+            self.arm(sched, deadline);
+        }
+    }
+
+    fn abandon(&self) {
+        let _ = self.settle(Err(AskError::Stopped), true);
+    }
+}
+
+/// Asks made on this worker thread whose deadlines wait for its next look at its timers.
+struct Deferred(Vec<(Arc<dyn Arm>, Duration)>);
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        for (slot, _) in self.0.drain(..) {
+            slot.abandon();
+        }
+    }
+}
+
+thread_local! {
+    static DEFERRED: RefCell<Deferred> = const { RefCell::new(Deferred(Vec::new())) };
+}
+
+/// Defers arming the deadline of an ask made on a worker of `system` until that worker
+/// next runs its due timers (after the current batch of turns): an ask answered by then,
+/// the common case of a callee on the same worker, never touches the timers. One zero-delay
+/// timer per batch does the arming. Returns false (nothing deferred) off the workers.
+fn defer_arm(slot: Arc<dyn Arm>, system: &Arc<SystemInner>, deadline: Duration) -> bool {
+    if !with_current(&system.sched, |w| w.is_some()) {
+        return false;
+    }
+    let first = DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        d.0.push((slot, deadline));
+        d.0.len() == 1
+    });
+    if first {
+        let arm = ArmDeferred {
+            system: system.clone(),
+            fired: false,
+        };
+        let _ = system
+            .sched
+            .run_after(Duration::ZERO, Box::new(move || arm.fire()));
+    }
+    true
+}
+
+/// The zero-delay timer that arms the deferred deadlines of its worker; dropped unfired (the
+/// worker left), it settles them `Stopped`.
+struct ArmDeferred {
+    system: Arc<SystemInner>,
+    fired: bool,
+}
+
+impl ArmDeferred {
+    fn fire(mut self) {
+        self.fired = true;
+        self.drain(true);
+    }
+
+    fn drain(&self, arm: bool) {
+        let mut list = DEFERRED.with(|d| std::mem::take(&mut d.borrow_mut().0));
+        for (slot, deadline) in list.drain(..) {
+            if arm {
+                slot.arm_deferred(&self.system.sched, deadline);
+            } else {
+                slot.abandon();
+            }
+        }
+        // Keep the vector's capacity for the next batch, unless asks came meanwhile.
+        DEFERRED.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.0.is_empty() {
+                d.0 = list;
+            }
+        });
+    }
+}
+
+impl Drop for ArmDeferred {
+    fn drop(&mut self) {
+        if !self.fired {
+            self.drain(false);
         }
     }
 }
@@ -432,7 +551,10 @@ impl<A: Actor> Context<'_, A> {
         let slot = Slot::new(ActorOutlet {
             payload: UnsafeCell::new(Some((self.cell.clone(), map))),
         });
-        slot.arm(&self.cell.system.sched, deadline);
+        let system = &self.cell.system;
+        if !defer_arm(slot.clone(), system, deadline) {
+            slot.arm(&system.sched, deadline);
+        }
         slot.send(target, request);
     }
 }
