@@ -287,10 +287,14 @@ thread_local! {
 /// Defers arming the deadline of an ask made on a worker of `system` until that worker
 /// next runs its due timers (after the current batch of turns): an ask answered by then,
 /// the common case of a callee on the same worker, never touches the timers. One zero-delay
-/// timer per batch does the arming. Returns false (nothing deferred) off the workers.
-fn defer_arm(slot: Arc<dyn Arm>, system: &Arc<SystemInner>, deadline: Duration) -> bool {
+/// timer per batch does the arming. Hands the slot back off the workers.
+fn defer_arm<R: Send + 'static, O: Outlet<R>>(
+    slot: Arc<Slot<R, O>>,
+    system: &Arc<SystemInner>,
+    deadline: Duration,
+) -> Result<(), Arc<Slot<R, O>>> {
     if !with_current(&system.sched, |w| w.is_some()) {
-        return false;
+        return Err(slot);
     }
     let first = DEFERRED.with(|d| {
         let mut d = d.borrow_mut();
@@ -306,7 +310,7 @@ fn defer_arm(slot: Arc<dyn Arm>, system: &Arc<SystemInner>, deadline: Duration) 
             .sched
             .run_after(Duration::ZERO, Box::new(move || arm.fire()));
     }
-    true
+    Ok(())
 }
 
 /// The zero-delay timer that arms the deferred deadlines of its worker; dropped unfired (the
@@ -551,11 +555,13 @@ impl<A: Actor> Context<'_, A> {
         let slot = Slot::new(ActorOutlet {
             payload: UnsafeCell::new(Some((self.cell.clone(), map))),
         });
-        let system = &self.cell.system;
-        if !defer_arm(slot.clone(), system, deadline) {
-            slot.arm(&system.sched, deadline);
-        }
         slot.send(target, request);
+        if slot.is_pending() {
+            let system = &self.cell.system;
+            if let Err(slot) = defer_arm(slot, system, deadline) {
+                slot.arm(&system.sched, deadline);
+            }
+        }
     }
 }
 
