@@ -255,6 +255,8 @@ trait Arm: Send + Sync {
     fn arm_deferred(self: Arc<Self>, sched: &Scheduler, deadline: Duration);
     /// The system is going down with the deadline unarmed: settle `Stopped`.
     fn abandon(&self);
+    /// Whether the ask still waits.
+    fn is_pending(&self) -> bool;
 }
 
 impl<R: Send + 'static, O: Outlet<R>> Arm for Slot<R, O> {
@@ -267,10 +269,15 @@ impl<R: Send + 'static, O: Outlet<R>> Arm for Slot<R, O> {
     fn abandon(&self) {
         let _ = self.settle(Err(AskError::Stopped), true);
     }
+
+    fn is_pending(&self) -> bool {
+        Slot::is_pending(self)
+    }
 }
 
-/// Asks made on this worker thread whose deadlines wait for its next look at its timers.
-struct Deferred(Vec<(Arc<dyn Arm>, Duration)>);
+/// Asks made on this worker thread whose deadlines wait for its next look at its timers,
+/// and whether the timer that arms them is set.
+struct Deferred(Vec<(Arc<dyn Arm>, Duration)>, bool);
 
 impl Drop for Deferred {
     fn drop(&mut self) {
@@ -281,26 +288,31 @@ impl Drop for Deferred {
 }
 
 thread_local! {
-    static DEFERRED: RefCell<Deferred> = const { RefCell::new(Deferred(Vec::new())) };
+    static DEFERRED_ASKS: RefCell<Deferred> = const { RefCell::new(Deferred(Vec::new(), false)) };
 }
 
-/// Defers arming the deadline of an ask made on a worker of `system` until that worker
-/// next runs its due timers (after the current batch of turns): an ask answered by then,
-/// the common case of a callee on the same worker, never touches the timers. One zero-delay
-/// timer per batch does the arming. Hands the slot back off the workers.
+/// Defers arming the deadline of an ask made on a worker of `system` (the caller checked)
+/// until that worker next runs its due timers (after the current batch of turns): an ask
+/// answered by then, the common case of a callee on the same worker, never touches the
+/// timers. One zero-delay timer per batch does the arming. The previous ask, if it has
+/// settled meanwhile (asks in sequence), leaves the list here, so that its memory is reused
+/// at once.
 fn defer_arm<R: Send + 'static, O: Outlet<R>>(
     slot: Arc<Slot<R, O>>,
     system: &Arc<SystemInner>,
     deadline: Duration,
-) -> Result<(), Arc<Slot<R, O>>> {
-    if !with_current(&system.sched, |w| w.is_some()) {
-        return Err(slot);
-    }
-    let first = DEFERRED.with(|d| {
+) {
+    let (first, settled) = DEFERRED_ASKS.with(|d| {
         let mut d = d.borrow_mut();
+        let settled = match d.0.last() {
+            Some((last, _)) if !last.is_pending() => d.0.pop(),
+            _ => None,
+        };
         d.0.push((slot, deadline));
-        d.0.len() == 1
+        (!std::mem::replace(&mut d.1, true), settled)
     });
+    // Dropped outside the borrow.
+    drop(settled);
     if first {
         let arm = ArmDeferred {
             system: system.clone(),
@@ -310,7 +322,6 @@ fn defer_arm<R: Send + 'static, O: Outlet<R>>(
             .sched
             .run_after(Duration::ZERO, Box::new(move || arm.fire()));
     }
-    Ok(())
 }
 
 /// The zero-delay timer that arms the deferred deadlines of its worker; dropped unfired (the
@@ -327,7 +338,11 @@ impl ArmDeferred {
     }
 
     fn drain(&self, arm: bool) {
-        let mut list = DEFERRED.with(|d| std::mem::take(&mut d.borrow_mut().0));
+        let mut list = DEFERRED_ASKS.with(|d| {
+            let mut d = d.borrow_mut();
+            d.1 = false;
+            std::mem::take(&mut d.0)
+        });
         for (slot, deadline) in list.drain(..) {
             if arm {
                 slot.arm_deferred(&self.system.sched, deadline);
@@ -336,7 +351,7 @@ impl ArmDeferred {
             }
         }
         // Keep the vector's capacity for the next batch, unless asks came meanwhile.
-        DEFERRED.with(|d| {
+        DEFERRED_ASKS.with(|d| {
             let mut d = d.borrow_mut();
             if d.0.is_empty() {
                 d.0 = list;
@@ -552,15 +567,19 @@ impl<A: Actor> Context<'_, A> {
         R: Send + 'static,
         F: FnOnce(Result<R, AskError>) -> A::Msg + Send + 'static,
     {
+        let system = &self.cell.system;
+        let on_worker = with_current(&system.sched, |w| w.is_some());
         let slot = Slot::new(ActorOutlet {
             payload: UnsafeCell::new(Some((self.cell.clone(), map))),
         });
         slot.send(target, request);
-        if slot.is_pending() {
-            let system = &self.cell.system;
-            if let Err(slot) = defer_arm(slot, system, deadline) {
-                slot.arm(&system.sched, deadline);
-            }
+        if !slot.is_pending() {
+            return;
+        }
+        if on_worker {
+            defer_arm(slot, system, deadline);
+        } else {
+            slot.arm(&system.sched, deadline);
         }
     }
 }
