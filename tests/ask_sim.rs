@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-/// Holds each request's handle until told to answer.
+/// Holds each request's handle until told to answer, then answers with the request's tag.
 #[derive(Default)]
 struct Slow {
-    held: Vec<ReplyTo<u32>>,
+    held: Vec<(u32, ReplyTo<u32>)>,
 }
 
 enum SlowMsg {
@@ -25,10 +25,10 @@ impl Actor for Slow {
     type Msg = SlowMsg;
     fn handle(&mut self, msg: SlowMsg, _: &mut Context<Self>) {
         match msg {
-            SlowMsg::Req(_, r) => self.held.push(r),
+            SlowMsg::Req(tag, r) => self.held.push((tag, r)),
             SlowMsg::Answer => {
-                for (i, r) in self.held.drain(..).enumerate() {
-                    let _ = r.reply(i as u32);
+                for (tag, r) in self.held.drain(..) {
+                    let _ = r.reply(tag);
                 }
             }
         }

@@ -502,8 +502,17 @@ impl<A: Actor> Context<'_, A> {
     /// [`AskError::Stopped`] or [`AskError::Full`] (as the next message) when the request
     /// cannot be queued. The deadline timer is cancelled when the ask settles otherwise.
     ///
-    /// `map` runs on the thread that settles the ask (see the [module docs](self)); it
-    /// should only wrap the outcome. Deadlines over [`MAX_ASK_DEADLINE`] are cut to it.
+    /// `map` runs on the thread that settles the ask: inside the callee's handler when it
+    /// replies, on a worker when the deadline passes, here when the send fails. It should
+    /// only wrap the outcome into a message. That message is queued past this actor's
+    /// mailbox capacity (an outcome is never refused for space); if this actor has stopped
+    /// meanwhile, it is dropped. A `map` that panics stops this actor with
+    /// [`StopReason::Panicked`].
+    ///
+    /// The deadline counts from the end of the current batch of turns on this worker: the
+    /// timer is armed when the worker next looks at its timers, and only if the ask is still
+    /// pending then (an ask answered within the batch costs no timer). Deadlines over
+    /// [`MAX_ASK_DEADLINE`] are cut to it; a zero deadline is allowed.
     ///
     /// # Example
     ///
