@@ -95,7 +95,7 @@ fn an_ask_times_out_exactly_when_the_clock_passes_its_deadline() {
     sim.run_until_idle();
     assert_eq!(
         taken(&log),
-        [(2, Ok(1))],
+        [(2, Ok(2))],
         "the first handle was answered too late"
     );
     assert_eq!(sim.pending_timers(), 0, "the reply cancelled the deadline");
