@@ -93,11 +93,6 @@ impl Actor for Asker {
 /// how many in the timeout (`[1]`); one per test, as tests run in parallel.
 type Tally = [std::sync::atomic::AtomicUsize; 2];
 
-const NEW_TALLY: Tally = [
-    std::sync::atomic::AtomicUsize::new(0),
-    std::sync::atomic::AtomicUsize::new(0),
-];
-
 fn race(answer: fn(ReplyTo<u32>) -> bool, tally: &'static Tally) {
     model(move || {
         let sys = system(1);
@@ -150,7 +145,10 @@ fn both_won_somewhere(tally: &Tally) {
 /// cancel of the timer crosses threads.
 #[test]
 fn ask_reply_racing_the_deadline_settles_once() {
-    static TALLY: Tally = NEW_TALLY;
+    static TALLY: Tally = [
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    ];
     race(|reply| reply.reply(7).is_ok(), &TALLY);
     both_won_somewhere(&TALLY);
 }
@@ -158,7 +156,10 @@ fn ask_reply_racing_the_deadline_settles_once() {
 /// The reply handle dropped on the model's thread races the deadline.
 #[test]
 fn ask_drop_racing_the_deadline_settles_once() {
-    static TALLY: Tally = NEW_TALLY;
+    static TALLY: Tally = [
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    ];
     race(
         |reply| {
             drop(reply);

@@ -731,3 +731,68 @@ fn every_ask_gets_exactly_one_outcome_under_racing_deadlines() {
     sys.shutdown(WAIT);
     assert!(rx.try_recv().is_err(), "a second round of outcomes");
 }
+
+#[test]
+fn the_handles_are_send_and_the_error_is_an_error() {
+    fn send<T: Send>() {}
+    fn unpin<T: Unpin>() {}
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    send::<ReplyTo<u64>>();
+    send::<AskFuture<u64>>();
+    unpin::<AskFuture<u64>>();
+    error::<AskError>();
+    assert_eq!(AskError::Timeout.to_string(), "the ask timed out");
+    assert_eq!(
+        kendynet::MAX_ASK_DEADLINE,
+        Duration::from_secs(24 * 60 * 60)
+    );
+}
+
+/// Both bridges to tokio: an actor hands async work to a tokio runtime through its
+/// `Handle` and gets the result back as a message; the async task itself awaits an ask.
+#[test]
+fn an_actor_hands_work_to_tokio_and_the_task_asks_an_actor_back() {
+    struct Bridge {
+        rt: tokio::runtime::Handle,
+        callee: Addr<Callee>,
+        out: mpsc::Sender<Result<u64, AskError>>,
+    }
+    enum BridgeMsg {
+        Fetch(u64),
+        Fetched(Result<u64, AskError>),
+    }
+    impl Actor for Bridge {
+        type Msg = BridgeMsg;
+        fn handle(&mut self, msg: BridgeMsg, ctx: &mut Context<Self>) {
+            match msg {
+                BridgeMsg::Fetch(n) => {
+                    let (me, callee) = (ctx.addr(), self.callee.clone());
+                    self.rt.spawn(async move {
+                        // Async work (a database call, say), then an ask from async code.
+                        let v = callee.ask(|r| Req::Inc(n, r), LONG).await;
+                        let _ = me.send(BridgeMsg::Fetched(v));
+                    });
+                }
+                BridgeMsg::Fetched(v) => self.out.send(v).unwrap(),
+            }
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let sys = system(2);
+    let callee = sys.spawn(Callee::default());
+    let (tx, rx) = mpsc::channel();
+    let bridge = sys.spawn(Bridge {
+        rt: rt.handle().clone(),
+        callee,
+        out: tx,
+    });
+    bridge
+        .send(BridgeMsg::Fetch(41))
+        .unwrap_or_else(|_| panic!("alive"));
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), Ok(42));
+    sys.shutdown(WAIT);
+    rt.shutdown_timeout(WAIT);
+}
