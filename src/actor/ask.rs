@@ -302,17 +302,16 @@ fn defer_arm<R: Send + 'static, O: Outlet<R>>(
     system: &Arc<SystemInner>,
     deadline: Duration,
 ) {
-    let (first, settled) = DEFERRED_ASKS.with(|d| {
+    let first = DEFERRED_ASKS.with(|d| {
         let mut d = d.borrow_mut();
-        let settled = match d.0.last() {
-            Some((last, _)) if !last.is_pending() => d.0.pop(),
-            _ => None,
-        };
-        d.0.push((slot, deadline));
-        (!std::mem::replace(&mut d.1, true), settled)
+        match d.0.last_mut() {
+            // Replaced in place. Dropping a settled slot touches nothing but its own fields
+            // (its outlet was emptied when it settled), never this list.
+            Some(last) if !last.0.is_pending() => *last = (slot, deadline),
+            _ => d.0.push((slot, deadline)),
+        }
+        !std::mem::replace(&mut d.1, true)
     });
-    // Dropped outside the borrow.
-    drop(settled);
     if first {
         let arm = ArmDeferred {
             system: system.clone(),
