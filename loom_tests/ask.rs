@@ -194,3 +194,79 @@ fn ask_future_reply_racing_the_outside_deadline_settles_once() {
         assert!(report.graceful, "{report:?}");
     });
 }
+
+/// Asks twice in sequence (the second when the first settles), so that the second may reuse
+/// the first one's slot, while the model's thread is still dropping the first reply handle.
+struct TwiceAsker {
+    callee: Addr<Callee>,
+    maps: Arc<AtomicUsize>,
+    asked: u32,
+    out: Sender<Result<u32, AskError>>,
+}
+
+impl TwiceAsker {
+    fn ask(&mut self, ctx: &mut Context<Self>) {
+        self.asked += 1;
+        let maps = self.maps.clone();
+        ctx.ask(
+            &self.callee,
+            |r| r,
+            Duration::ZERO,
+            move |res| {
+                maps.fetch_add(1, Ordering::SeqCst);
+                AskerMsg::Outcome(res)
+            },
+        );
+    }
+}
+
+impl Actor for TwiceAsker {
+    type Msg = AskerMsg;
+    fn handle(&mut self, msg: AskerMsg, ctx: &mut Context<Self>) {
+        match msg {
+            AskerMsg::Go => self.ask(ctx),
+            AskerMsg::Outcome(res) => {
+                self.out.send(res).unwrap();
+                if self.asked == 1 {
+                    self.ask(ctx);
+                }
+            }
+        }
+    }
+}
+
+/// Two asks in sequence, each answered from the model's thread while its deadline fires:
+/// one outcome each, in agreement with what the callee was told, whether or not the second
+/// reused the first one's slot.
+#[test]
+fn ask_in_sequence_reusing_the_slot_settles_each_once() {
+    model(|| {
+        let sys = system(1);
+        let (reply_tx, reply_rx) = channel();
+        let (out_tx, out_rx) = channel();
+        let maps = Arc::new(AtomicUsize::new(0));
+        let callee = sys.spawn(Callee(reply_tx));
+        let asker = sys.spawn(TwiceAsker {
+            callee,
+            maps: maps.clone(),
+            asked: 0,
+            out: out_tx,
+        });
+        if asker.send(AskerMsg::Go).is_err() {
+            panic!("the asker takes messages");
+        }
+        for value in [7, 8] {
+            let taken = reply_rx.recv().unwrap().reply(value).is_ok();
+            let outcome = out_rx.recv().unwrap();
+            match outcome {
+                Ok(v) => assert!(taken && v == value, "{outcome:?}, taken: {taken}"),
+                Err(AskError::Timeout) => assert!(!taken, "a taken reply was lost"),
+                other => panic!("unexpected outcome {other:?}"),
+            }
+        }
+        let report = sys.shutdown(Duration::from_secs(1));
+        assert!(report.graceful, "{report:?}");
+        assert_eq!(maps.load(Ordering::SeqCst), 2, "one outcome per ask");
+        assert!(out_rx.try_recv().is_err(), "a third outcome");
+    });
+}

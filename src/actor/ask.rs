@@ -47,6 +47,7 @@ use super::system::SystemInner;
 use super::{Actor, Addr, Context, Pool, Recipient, StopReason};
 use crate::error::TrySendError;
 use crate::sync::{Arc, AtomicU8, Condvar, Mutex, MutexGuard, Ordering, UnsafeCell, thread_local};
+use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
@@ -162,6 +163,16 @@ impl<R: Send + 'static, O: Outlet<R>> Slot<R, O> {
         })
     }
 
+    /// Makes a settled slot that nobody else holds ready for a new ask.
+    fn refill(&mut self, outlet: O) {
+        *self = Slot {
+            state: AtomicU8::new(0),
+            timer: UnsafeCell::new(None),
+            outlet,
+            _reply: PhantomData,
+        };
+    }
+
     /// Settles the ask with `outcome` if nobody has; hands `outcome` back otherwise.
     fn settle(
         &self,
@@ -257,6 +268,8 @@ trait Arm: Send + Sync {
     fn abandon(&self);
     /// Whether the ask still waits.
     fn is_pending(&self) -> bool;
+    /// The slot as `Any`, for reuse by a next ask of the same type.
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 impl<R: Send + 'static, O: Outlet<R>> Arm for Slot<R, O> {
@@ -272,6 +285,10 @@ impl<R: Send + 'static, O: Outlet<R>> Arm for Slot<R, O> {
 
     fn is_pending(&self) -> bool {
         Slot::is_pending(self)
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
     }
 }
 
@@ -291,26 +308,38 @@ thread_local! {
     static DEFERRED_ASKS: RefCell<Deferred> = const { RefCell::new(Deferred(Vec::new(), false)) };
 }
 
-/// Defers arming the deadline of an ask made on a worker of `system` (the caller checked)
-/// until that worker next runs its due timers (after the current batch of turns): an ask
-/// answered by then, the common case of a callee on the same worker, never touches the
-/// timers. One zero-delay timer per batch does the arming. The previous ask, if it has
-/// settled meanwhile (asks in sequence), leaves the list here, so that its memory is reused
-/// at once.
-fn defer_arm<R: Send + 'static, O: Outlet<R>>(
-    slot: Arc<Slot<R, O>>,
+/// The slot of an ask made on a worker of `system` (the caller checked), its deadline
+/// deferred until that worker next runs its due timers (after the current batch of turns):
+/// an ask answered by then, the common case of a callee on the same worker, never touches
+/// the timers. One zero-delay timer per batch does the arming.
+///
+/// Asks in sequence reuse one allocation: if the previous ask in the list has settled, has
+/// the same type and nobody else holds it any more, its slot is refilled for this one.
+fn deferred_slot<R: Send + 'static, O: Outlet<R>>(
+    outlet: O,
     system: &Arc<SystemInner>,
     deadline: Duration,
-) {
-    let first = DEFERRED_ASKS.with(|d| {
+) -> Arc<Slot<R, O>> {
+    let (slot, first) = DEFERRED_ASKS.with(|d| {
         let mut d = d.borrow_mut();
-        match d.0.last_mut() {
-            // Replaced in place. Dropping a settled slot touches nothing but its own fields
-            // (its outlet was emptied when it settled), never this list.
-            Some(last) if !last.0.is_pending() => *last = (slot, deadline),
-            _ => d.0.push((slot, deadline)),
-        }
-        !std::mem::replace(&mut d.1, true)
+        let settled = match d.0.last() {
+            Some((last, _)) if !last.is_pending() => d.0.pop(),
+            _ => None,
+        };
+        // Dropping a settled slot (when it cannot be reused) touches nothing but its own
+        // fields (its outlet was emptied when it settled), never this list.
+        let mut outlet = Some(outlet);
+        let reused = settled
+            .and_then(|(last, _)| last.into_any().downcast::<Slot<R, O>>().ok())
+            .and_then(|mut last| {
+                let unique = Arc::get_mut(&mut last)?;
+                unique.refill(outlet.take()?);
+                Some(last)
+            });
+        let slot =
+            reused.unwrap_or_else(|| Slot::new(outlet.take().expect("the outlet is used once")));
+        d.0.push((slot.clone(), deadline));
+        (slot, !std::mem::replace(&mut d.1, true))
     });
     if first {
         let arm = ArmDeferred {
@@ -321,6 +350,7 @@ fn defer_arm<R: Send + 'static, O: Outlet<R>>(
             .sched
             .run_after(Duration::ZERO, Box::new(move || arm.fire()));
     }
+    slot
 }
 
 /// The zero-delay timer that arms the deferred deadlines of its worker; dropped unfired (the
@@ -576,18 +606,17 @@ impl<A: Actor> Context<'_, A> {
         F: FnOnce(Result<R, AskError>) -> A::Msg + Send + 'static,
     {
         let system = &self.cell.system;
-        let on_worker = with_current(&system.sched, |w| w.is_some());
-        let slot = Slot::new(ActorOutlet {
+        let outlet = ActorOutlet {
             payload: UnsafeCell::new(Some((self.cell.clone(), map))),
-        });
-        slot.send(target, request);
-        if !slot.is_pending() {
-            return;
-        }
-        if on_worker {
-            defer_arm(slot, system, deadline);
+        };
+        if with_current(&system.sched, |w| w.is_some()) {
+            deferred_slot(outlet, system, deadline).send(target, request);
         } else {
-            slot.arm(&system.sched, deadline);
+            let slot = Slot::new(outlet);
+            slot.send(target, request);
+            if slot.is_pending() {
+                slot.arm(&system.sched, deadline);
+            }
         }
     }
 }
