@@ -12,12 +12,12 @@
 //!
 //! # The model
 //!
-//! Each ask allocates one reply slot, shared by the [`ReplyTo`] inside the request, the
-//! deadline timer and the asker. Its state moves once from pending to settled, by an atomic
-//! swap; whoever makes that move (a reply, the reply handle's drop, the timer, a failed send,
-//! the asker giving up) is the only one that delivers an outcome, and the others do nothing.
-//! So the outcome arrives exactly once whichever of them races the others, on whatever
-//! threads. The winner also cancels the deadline timer: exactly on the worker that holds it,
+//! Each ask has one reply slot, shared by the [`ReplyTo`] inside the request, the deadline
+//! timer and the asker (asks made in sequence from a handler reuse one allocation). Its state
+//! moves once from pending to settled, by one atomic read-modify-write; whoever makes that
+//! move (a reply, the reply handle's drop, the timer, a failed send, the asker giving up) is
+//! the only one that delivers an outcome, and the others do nothing. So the outcome arrives
+//! exactly once whichever of them races the others, on whatever threads. The winner also cancels the deadline timer: exactly on the worker that holds it,
 //! otherwise by handing the cancel to that worker (a timer that fires meanwhile finds the
 //! slot settled and does nothing).
 //!
@@ -260,7 +260,7 @@ impl<R: Send + 'static, O: Outlet<R>> Drop for DeadlineGuard<R, O> {
     }
 }
 
-/// A slot whose deadline waits to be armed (see [`defer_arm`]).
+/// A slot whose deadline waits to be armed (see [`deferred_slot`]).
 trait Arm: Send + Sync {
     /// Arms the deadline now, unless the ask has settled.
     fn arm_deferred(self: Arc<Self>, sched: &Scheduler, deadline: Duration);
