@@ -807,6 +807,9 @@ macro_rules! blocking_asks {
              [`AskError::Timeout`] when `timeout` passes first, [`AskError::Dropped`] as \
              soon as the reply handle is dropped unanswered, [`AskError::Stopped`] or \
              [`AskError::Full`] at once when the request cannot be queued.\n\n\
+             In a simulation of the test kit nothing runs while this thread blocks (the \
+             thread drives the simulation): use the future form there, or \
+             [`Context::ask`].\n\n\
              # Panics\n\
              When called on a worker thread of the same system (a handler), which could \
              wait for a reply that only that worker would run; use [`Context::ask`] there."
