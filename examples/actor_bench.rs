@@ -2,7 +2,7 @@
 //! binaries (`../shared/peers`), so they can be run side by side:
 //!
 //! ```text
-//! cargo run --release --example actor_bench -- --bench pingpong|fanin|spawn --threads T \
+//! cargo run --release --example actor_bench -- --bench pingpong|fanin|spawn|ask --threads T \
 //!     [--n N] [--senders S --m M] [--actors A]
 //! ```
 //!
@@ -10,17 +10,19 @@
 //! - `fanin`: `senders` actors each send `m` messages to one counter.
 //! - `spawn`: spawn `actors` actors, send each one message on which it stops; the time until
 //!   all have stopped, and the peak RSS of the process.
+//! - `ask`: one actor makes `n` sequential request-reply calls to another, each with a 5 s
+//!   deadline (`Context::ask`; the reply comes back as a message).
 //!
 //! `--threads` is the number of worker threads.
 
-use kendynet::{Actor, Addr, Context, System};
+use kendynet::{Actor, Addr, AskError, Context, ReplyTo, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: actor_bench --bench pingpong|fanin|spawn [--threads T] [--n N] [--senders S] [--m M] [--actors A] [--spin-us U]"
+        "usage: actor_bench --bench pingpong|fanin|spawn|ask [--threads T] [--n N] [--senders S] [--m M] [--actors A] [--spin-us U]"
     );
     std::process::exit(2)
 }
@@ -33,6 +35,8 @@ struct Args {
     m: u64,
     actors: usize,
     spin_us: u64,
+    /// Whether `--n` was given (the default depends on the bench, as for the peers).
+    n_given: bool,
 }
 
 fn parse_args() -> Args {
@@ -44,6 +48,7 @@ fn parse_args() -> Args {
         m: 1_000_000,
         actors: 100_000,
         spin_us: 0,
+        n_given: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,7 +57,10 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--bench" => a.bench = value.clone(),
             "--threads" => a.threads = num() as usize,
-            "--n" => a.n = num(),
+            "--n" => {
+                a.n = num();
+                a.n_given = true;
+            }
             "--senders" => a.senders = num() as usize,
             "--m" => a.m = num(),
             "--actors" => a.actors = num() as usize,
@@ -179,6 +187,50 @@ impl Actor for Spawner {
     }
 }
 
+// ---------- ask ----------
+struct Server;
+
+impl Actor for Server {
+    type Msg = (u64, ReplyTo<u64>);
+    fn handle(&mut self, (v, reply): (u64, ReplyTo<u64>), _: &mut Context<Self>) {
+        reply.reply(v + 1).ok();
+    }
+}
+
+enum AskerMsg {
+    Go,
+    Got(Result<u64, AskError>),
+}
+
+/// Asks the server `n` times in sequence, each ask sent when the previous reply arrives.
+struct Asker {
+    server: Addr<Server>,
+    n: u64,
+    done: mpsc::Sender<u64>,
+}
+
+const ASK_DEADLINE: Duration = Duration::from_secs(5);
+
+impl Asker {
+    fn ask(&self, v: u64, ctx: &mut Context<Self>) {
+        ctx.ask(&self.server, |r| (v, r), ASK_DEADLINE, AskerMsg::Got);
+    }
+}
+
+impl Actor for Asker {
+    type Msg = AskerMsg;
+    fn handle(&mut self, msg: AskerMsg, ctx: &mut Context<Self>) {
+        match msg {
+            AskerMsg::Go => self.ask(0, ctx),
+            AskerMsg::Got(Ok(v)) if v == self.n => {
+                self.done.send(v).ok();
+            }
+            AskerMsg::Got(Ok(v)) => self.ask(v, ctx),
+            AskerMsg::Got(Err(e)) => panic!("ask failed: {e}"),
+        }
+    }
+}
+
 fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -266,6 +318,25 @@ fn main() {
                 s,
                 a.actors as f64 / s,
                 vm_hwm_kib()
+            );
+        }
+        "ask" => {
+            let n = if a.n_given { a.n } else { 100_000 };
+            let server = system.spawn(Server);
+            let (done, got) = mpsc::channel();
+            let asker = system.spawn(Asker { server, n, done });
+            let start = Instant::now();
+            asker.send(AskerMsg::Go).ok();
+            let v = got.recv_timeout(LIMIT).expect("asks finished in time");
+            let s = start.elapsed().as_secs_f64();
+            assert_eq!(v, n);
+            drop(tx);
+            println!(
+                "bench=ask peer=kendynet threads={} n={} secs={:.3} asks/s={:.0}",
+                a.threads,
+                n,
+                s,
+                n as f64 / s
             );
         }
         _ => usage(),

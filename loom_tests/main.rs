@@ -28,6 +28,7 @@ use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
+mod ask;
 mod stop;
 
 /// Models run with a small preemption bound unless the environment says otherwise.

@@ -50,9 +50,10 @@ pub mod runtime;
 pub mod testkit;
 
 pub use actor::{
-    Actor, ActorId, Addr, Context, DEFAULT_STALL_THRESHOLD, DroppedMessages, Group, GroupEvent,
-    Pool, PoolRouting, Recipient, RegistryError, RestartPolicy, SpawnOptions, Stall, StopReason,
-    Strategy, Supervisor, SupervisorRef, SupervisorSpec, SystemHandle,
+    Actor, ActorId, Addr, AskError, AskFuture, AskTarget, Context, DEFAULT_STALL_THRESHOLD,
+    DroppedMessages, Group, GroupEvent, MAX_ASK_DEADLINE, Pool, PoolRouting, Recipient,
+    RegistryError, ReplyTo, RestartPolicy, SpawnOptions, Stall, StopReason, Strategy, Supervisor,
+    SupervisorRef, SupervisorSpec, SystemHandle,
 };
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};

@@ -713,7 +713,7 @@ pub(crate) trait Deliver<M>: Runnable {
     fn schedule(&self);
     fn alive(&self) -> bool;
     fn queued(&self) -> usize;
-    fn system(&self) -> &SystemInner;
+    fn system(&self) -> &Arc<SystemInner>;
 }
 
 impl<A: Actor, M: Send + 'static> Deliver<M> for ActorCell<A>
@@ -753,7 +753,7 @@ where
         self.mailbox.len()
     }
 
-    fn system(&self) -> &SystemInner {
+    fn system(&self) -> &Arc<SystemInner> {
         &self.system
     }
 }
@@ -780,7 +780,7 @@ pub(crate) trait Route<M>: Send + Sync + 'static {
     fn alive(&self) -> bool;
     fn queued(&self) -> usize;
     /// The system of the actors it routes to.
-    fn system(&self) -> &SystemInner;
+    fn system(&self) -> &Arc<SystemInner>;
 }
 
 impl<M: Send + 'static> Clone for Recipient<M> {
@@ -874,7 +874,7 @@ impl<M: Send + 'static> Recipient<M> {
     }
 
     /// The system of the actor behind it.
-    pub(crate) fn system(&self) -> &SystemInner {
+    pub(crate) fn system(&self) -> &Arc<SystemInner> {
         match &self.target {
             Target::Actor(a) => a.system(),
             Target::Routed(r) => r.system(),

@@ -15,6 +15,7 @@
 //! starve the others. A handler that panics never takes down a worker: the actor stops (or is
 //! restarted in place, if spawned with a [`RestartPolicy`]) and its watchers are told why.
 
+mod ask;
 mod blocking;
 mod blocking_pool;
 mod cell;
@@ -29,6 +30,7 @@ pub(crate) mod system;
 pub(crate) mod timers;
 pub(crate) mod watchdog;
 
+pub use ask::{AskError, AskFuture, AskTarget, MAX_ASK_DEADLINE, ReplyTo};
 pub use blocking::{BLOCKING_KEEP_ALIVE, BlockingError, DEFAULT_BLOCKING_THREADS};
 pub use cell::{Addr, Context, Recipient};
 pub use group::{Group, GroupError, GroupEvent, GroupSendReport, LeaveReason};

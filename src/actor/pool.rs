@@ -206,7 +206,7 @@ where
         self.members.iter().map(Addr::mailbox_len).sum()
     }
 
-    fn system(&self) -> &SystemInner {
+    fn system(&self) -> &Arc<SystemInner> {
         &self.members[0].cell.system
     }
 }

@@ -31,7 +31,7 @@ pub(crate) use std::sync::{Arc, Weak};
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    Condvar, Mutex, OnceLock,
+    Condvar, Mutex, MutexGuard, OnceLock,
     atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence},
     mpsc,
 };
