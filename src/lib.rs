@@ -51,7 +51,7 @@ pub mod testkit;
 
 pub use actor::{
     Actor, ActorId, Addr, Context, Pool, PoolRouting, Recipient, RegistryError, RestartPolicy,
-    SpawnOptions, StopReason, SystemHandle,
+    SpawnOptions, StopReason, SystemHandle, TimerHandle,
 };
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};

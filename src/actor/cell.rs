@@ -1,12 +1,13 @@
 //! The actor cell: mailbox, scheduling state and the actor itself, plus the typed handles
 //! onto it ([`Addr`], [`Recipient`]) and the [`Context`] a handler gets.
 
-use super::scheduler::{Runnable, Task, Turn};
+use super::scheduler::{Runnable, Task, TimerTarget, Turn};
 use super::system::{Registered, RegistryError, Stoppable, SystemHandle, SystemInner};
+use super::timer::{self, ActorTimers, Fired, TimerControl, TimerHandle};
 use super::{Actor, ActorId, RestartPolicy, StopReason};
 use crate::error::TrySendError;
 use crate::mailbox::{Mailbox, PushError, SchedState};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering, SpinLock, UnsafeCell, Weak};
 use std::collections::VecDeque;
 use std::fmt;
 use std::mem::ManuallyDrop;
@@ -19,6 +20,8 @@ pub(crate) enum SystemMsg {
     Watch(Arc<dyn Watcher>),
     Terminated(ActorId, StopReason),
     Registered(String),
+    /// The actor's timer in `slot` (set with `generation`) is due.
+    TimerFired { slot: u32, generation: u32 },
 }
 
 /// Something that wants to hear when an actor stops.
@@ -74,6 +77,9 @@ pub(crate) struct ActorCell<A: Actor> {
     started_msgs: AtomicU64,
     /// Set once, just before the mailbox closes: what a late watcher is told.
     stop_reason: Mutex<Option<StopReason>>,
+    /// Pending timers (boxed on first use: most actors set none). Messages never take this
+    /// lock; setting, firing and cancelling a timer do.
+    timers: SpinLock<Option<Box<ActorTimers<A::Msg>>>>,
     run: UnsafeCell<RunState<A>>,
 }
 
@@ -97,6 +103,7 @@ impl<A: Actor> ActorCell<A> {
             live_key: AtomicUsize::new(usize::MAX),
             started_msgs: AtomicU64::new(0),
             stop_reason: Mutex::new(None),
+            timers: SpinLock::new(None),
             run: UnsafeCell::new(RunState {
                 actor: Some(actor),
                 batch: VecDeque::new(),
@@ -195,7 +202,9 @@ impl<A: Actor> ActorCell<A> {
             *stop = Some(StopReason::RestartLimit(msg));
             return;
         }
-        // The broken instance is dropped without `stopped`: its state is suspect.
+        // The broken instance is dropped without `stopped`: its state is suspect. Its timers
+        // go with it (the fresh one sets its own in `started`).
+        self.drop_timers();
         let old = st.actor.take();
         let _ = catch_unwind(AssertUnwindSafe(move || drop(old)));
         let fresh = catch_unwind(AssertUnwindSafe(|| (restart.factory)()));
@@ -221,6 +230,130 @@ impl<A: Actor> ActorCell<A> {
             SystemMsg::Terminated(id, reason) => {
                 self.with_context(st, stop, |a, ctx| a.watched_stopped(id, &reason, ctx))
             }
+            SystemMsg::TimerFired { slot, generation } => {
+                self.on_timer(st, stop, slot, generation);
+            }
+        }
+    }
+
+    /// Timer `slot` fired: handle its message if it is still pending (an interval is armed
+    /// for its next tick first).
+    fn on_timer(
+        self: &Arc<Self>,
+        st: &mut RunState<A>,
+        stop: &mut Option<StopReason>,
+        slot: u32,
+        generation: u32,
+    ) {
+        let now = self.system.sched.now();
+        let fired = {
+            let mut timers = self.timers.lock();
+            let Some(t) = timers.as_mut() else {
+                return;
+            };
+            let fired = t.fire(slot, generation, now);
+            if matches!(fired, Some(Fired::Make(_))) {
+                let at = t.interval_due(slot).expect("the interval is pending");
+                let wheel = self.system.sched.set_actor_timer(
+                    at,
+                    self.timer_target(),
+                    slot,
+                    generation,
+                );
+                t.set_wheel(slot, wheel);
+            }
+            fired
+        };
+        match fired {
+            None => {}
+            Some(Fired::Msg(msg)) => self.handle_timer_msg(st, stop, msg),
+            Some(Fired::Make(mut make)) => {
+                self.with_context(st, stop, |a, ctx| {
+                    let msg = make();
+                    count_started(&ctx.cell.started_msgs);
+                    a.handle(msg, ctx);
+                });
+                let unused = self
+                    .timers
+                    .lock()
+                    .as_mut()
+                    .and_then(|t| t.give_back(slot, generation, make));
+                drop(unused);
+            }
+        }
+    }
+
+    fn handle_timer_msg(
+        self: &Arc<Self>,
+        st: &mut RunState<A>,
+        stop: &mut Option<StopReason>,
+        msg: A::Msg,
+    ) {
+        count_started(&self.started_msgs);
+        self.with_context(st, stop, |a, ctx| a.handle(msg, ctx));
+    }
+
+    fn timer_target(self: &Arc<Self>) -> Weak<dyn TimerTarget> {
+        Arc::downgrade(self) as Weak<dyn TimerTarget>
+    }
+
+    /// Sets a one-shot timer delivering `msg` at scheduler time `at` (zero: at once).
+    pub(crate) fn set_timer(self: &Arc<Self>, at: Duration, msg: A::Msg) -> TimerHandle {
+        let mut timers = self.timers.lock();
+        // Checked under the lock: `drop_timers` (after the mailbox closes) takes the table
+        // under it too, so a timer added here is either refused or dropped there.
+        if self.mailbox.is_closed() {
+            drop(timers);
+            drop(msg);
+            return TimerHandle::inert();
+        }
+        let t = timers.get_or_insert_with(Box::default);
+        let (slot, generation) = t.add_once(msg);
+        let wheel = self
+            .system
+            .sched
+            .set_actor_timer(at, self.timer_target(), slot, generation);
+        t.set_wheel(slot, wheel);
+        drop(timers);
+        timer::handle(Arc::downgrade(self) as Weak<dyn TimerControl>, slot, generation)
+    }
+
+    /// Sets an interval whose ticks `make` the message, the first one `period` from now.
+    pub(crate) fn set_interval(
+        self: &Arc<Self>,
+        period: Duration,
+        make: Box<dyn FnMut() -> A::Msg + Send>,
+    ) -> TimerHandle {
+        assert!(!period.is_zero(), "an interval's period must not be zero");
+        let start = self.system.sched.now();
+        let mut timers = self.timers.lock();
+        if self.mailbox.is_closed() {
+            drop(timers);
+            drop(make);
+            return TimerHandle::inert();
+        }
+        let t = timers.get_or_insert_with(Box::default);
+        let (slot, generation) = t.add_interval(make, start, period);
+        let at = t.interval_due(slot).expect("just added");
+        let wheel = self
+            .system
+            .sched
+            .set_actor_timer(at, self.timer_target(), slot, generation);
+        t.set_wheel(slot, wheel);
+        drop(timers);
+        timer::handle(Arc::downgrade(self) as Weak<dyn TimerControl>, slot, generation)
+    }
+
+    /// Drops every pending timer (the actor stops or restarts) and takes their entries out
+    /// of the wheels.
+    fn drop_timers(&self) {
+        let table = self.timers.lock().take();
+        if let Some(table) = table {
+            for wheel in table.wheel_entries() {
+                self.system.sched.cancel_wheel(wheel);
+            }
+            // Their messages are dropped here, outside the lock.
+            drop(table);
         }
     }
 
@@ -253,10 +386,7 @@ impl<A: Actor> ActorCell<A> {
                     break;
                 };
                 handled += 1;
-                // Only this thread writes it (the actor is RUNNING here): no read-modify-write.
-                let started = self.started_msgs.load(Ordering::Relaxed);
-                self.started_msgs
-                    .store(started.wrapping_add(1), Ordering::Relaxed);
+                count_started(&self.started_msgs);
                 self.with_context(st, &mut stop, |a, ctx| a.handle(msg, ctx));
             }
             if let Some(reason) = stop.take() {
@@ -291,9 +421,11 @@ impl<A: Actor> ActorCell<A> {
             match msg {
                 SystemMsg::Watch(w) => st.watchers.push(w),
                 SystemMsg::Registered(name) => st.names.push(name),
-                SystemMsg::Stop(_) | SystemMsg::Terminated(..) => {}
+                SystemMsg::Stop(_) | SystemMsg::Terminated(..) | SystemMsg::TimerFired { .. } => {}
             }
         }
+        // After the mailbox closed: no timer can be added any more.
+        self.drop_timers();
         // Names go first: a lookup must not find an actor that no longer takes messages, and
         // one that `stopped` tells of its end may want to claim the name again at once.
         for name in st.names.drain(..) {
@@ -346,6 +478,37 @@ impl<A: Actor> Runnable for ActorCell<A> {
             id: self.id,
             type_name: std::any::type_name::<A>(),
             started_msgs: self.started_msgs(),
+        }
+    }
+}
+
+/// Counts a message started (only the thread running the actor writes it: no
+/// read-modify-write).
+fn count_started(started: &AtomicU64) {
+    let n = started.load(Ordering::Relaxed);
+    started.store(n.wrapping_add(1), Ordering::Relaxed);
+}
+
+impl<A: Actor> TimerTarget for ActorCell<A> {
+    fn timer_due(self: Arc<Self>, slot: u32, generation: u32) {
+        let _ = self.push_system(SystemMsg::TimerFired { slot, generation });
+    }
+}
+
+impl<A: Actor> TimerControl for ActorCell<A> {
+    fn cancel_timer(&self, slot: u32, generation: u32) -> bool {
+        let wheel = self
+            .timers
+            .lock()
+            .as_mut()
+            .and_then(|t| t.cancel(slot, generation));
+        // The message was dropped under the lock; the wheel entry goes too.
+        match wheel {
+            Some(w) => {
+                self.system.sched.cancel_wheel(w);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -412,16 +575,17 @@ impl<A: Actor> Addr<A> {
         })
     }
 
-    /// Delivers `msg` after `delay` (a one-shot timer on a worker; no thread per timer). If
-    /// the actor has stopped by then, the message is dropped.
-    pub fn send_after(&self, delay: Duration, msg: A::Msg) {
-        let addr = self.clone();
-        let _ = self.cell.system.sched.run_after(
-            delay,
-            Box::new(move || {
-                let _ = addr.cell.push_user(msg, true);
-            }),
-        );
+    /// Delivers `msg` after `delay`: a one-shot timer on a worker's timing wheel (no thread
+    /// per timer), never early, usually within a millisecond after it is due. Callable from
+    /// any thread; a timer set outside the workers goes to them in turn. Returns the handle
+    /// that cancels it ([`TimerHandle::cancel`]: a cancel that returns `true` means the
+    /// message is never delivered). If the actor stops first, the message is dropped with
+    /// it; the timer does not keep the actor alive.
+    ///
+    /// The message arrives as a system notice and is handled before the user messages
+    /// already queued, past any mailbox capacity.
+    pub fn send_after(&self, delay: Duration, msg: A::Msg) -> TimerHandle {
+        self.cell.set_timer(timer_at(&self.cell.system, delay), msg)
     }
 
     /// Asks the actor to stop: it finishes the message in hand, then stops with
@@ -704,9 +868,81 @@ impl<A: Actor> Context<'_, A> {
             .add_watcher(self.cell.clone() as Arc<dyn Watcher>);
     }
 
-    /// Sends this actor `msg` after `delay`.
-    pub fn send_self_after(&self, delay: Duration, msg: A::Msg) {
-        self.addr().send_after(delay, msg);
+    /// Sends this actor `msg` after `delay` (see [`Addr::send_after`]). Returns the handle
+    /// that cancels it; a cancel from this actor ([`Context::cancel_timer`]) always wins,
+    /// even if the timer has fired and its notice waits in the mailbox.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use kendynet::{Actor, Context, System, TimerHandle};
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    ///
+    /// /// Says "idle" if no message comes within 50 ms of the last one.
+    /// struct Session {
+    ///     idle: Option<TimerHandle>,
+    ///     out: mpsc::Sender<&'static str>,
+    /// }
+    ///
+    /// enum Msg {
+    ///     Data,
+    ///     Idle,
+    /// }
+    ///
+    /// impl Actor for Session {
+    ///     type Msg = Msg;
+    ///     fn handle(&mut self, msg: Msg, ctx: &mut Context<Self>) {
+    ///         match msg {
+    ///             Msg::Data => {
+    ///                 if let Some(old) = self.idle.take() {
+    ///                     ctx.cancel_timer(&old);
+    ///                 }
+    ///                 self.idle = Some(ctx.send_self_after(Duration::from_millis(50), Msg::Idle));
+    ///                 self.out.send("data").unwrap();
+    ///             }
+    ///             Msg::Idle => self.out.send("idle").unwrap(),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let system = System::builder().workers(1).build()?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let s = system.spawn(Session { idle: None, out: tx });
+    /// s.send(Msg::Data).unwrap();
+    /// s.send(Msg::Data).unwrap();
+    /// let wait = Duration::from_secs(5);
+    /// assert_eq!(rx.recv_timeout(wait).unwrap(), "data");
+    /// assert_eq!(rx.recv_timeout(wait).unwrap(), "data");
+    /// assert_eq!(rx.recv_timeout(wait).unwrap(), "idle"); // only one: the first was cancelled
+    /// system.shutdown(wait);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn send_self_after(&self, delay: Duration, msg: A::Msg) -> TimerHandle {
+        self.cell.set_timer(timer_at(&self.cell.system, delay), msg)
+    }
+
+    /// Delivers a message made by `make` every `period`, at fixed rate: tick `k` is due at
+    /// `start + k·period` (`start` is now), so ticks do not drift however long the handler
+    /// takes. A tick handled late is delivered once; ticks that fell due meanwhile are
+    /// skipped, and the next one is the first of the original phase that is still ahead
+    /// (no catch-up burst). Cancel it with the returned handle; it stops with the actor.
+    ///
+    /// # Panics
+    /// If `period` is zero.
+    pub fn run_interval(
+        &self,
+        period: Duration,
+        make: impl FnMut() -> A::Msg + Send + 'static,
+    ) -> TimerHandle {
+        self.cell.set_interval(period, Box::new(make))
+    }
+
+    /// Cancels a timer of this actor (or any other: it is [`TimerHandle::cancel`]). Returns
+    /// `true` if it was pending; its message is then never delivered, even if the timer has
+    /// already fired and its notice waits in the mailbox.
+    pub fn cancel_timer(&self, timer: &TimerHandle) -> bool {
+        timer.cancel()
     }
 
     /// Registers this actor under `name`; the name is freed when the actor stops.
@@ -715,6 +951,15 @@ impl<A: Actor> Context<'_, A> {
     /// [`RegistryError::NameTaken`] if another actor holds it.
     pub fn register(&self, name: &str) -> Result<(), RegistryError> {
         register(&self.cell.system, name, &self.addr())
+    }
+}
+
+/// The scheduler time a timer of `delay` is due at (zero: due at once).
+fn timer_at(system: &SystemInner, delay: Duration) -> Duration {
+    if delay.is_zero() {
+        Duration::ZERO
+    } else {
+        system.sched.now().saturating_add(delay)
     }
 }
 

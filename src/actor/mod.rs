@@ -20,6 +20,7 @@ mod handle;
 mod pool;
 pub(crate) mod scheduler;
 pub(crate) mod system;
+mod timer;
 pub(crate) mod timers;
 
 pub use cell::{Addr, Context, Recipient};
@@ -28,6 +29,7 @@ pub(crate) use pool::RouteKey;
 pub use pool::{Pool, PoolRouting};
 pub(crate) use system::SystemInner;
 pub use system::{RegistryError, SystemHandle};
+pub use timer::TimerHandle;
 
 use std::fmt;
 use std::time::Duration;

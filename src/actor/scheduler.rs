@@ -18,9 +18,10 @@
 //! `SeqCst` fence, and wakes a worker whose flag it manages to clear. One of the two always
 //! sees the other, so no task waits while every worker sleeps.
 //!
-//! Actor timers live on the workers too: a timer set on a worker joins that worker's queue, one
-//! set from another thread goes to the workers in turn, and a parked worker's wait ends at its
-//! next deadline.
+//! Actor timers live on the workers too: each worker has a timing wheel (`timers.rs`); a timer
+//! set on a worker joins that worker's wheel, one set from another thread goes to the workers
+//! in turn, and a parked worker's wait ends at its next deadline. A worker with no pending
+//! timer pays one branch per loop for them.
 //!
 //! With the `testkit` feature a scheduler can also be built without workers
 //! ([`Scheduler::new_manual`]): tasks and timers then go to a [`Manual`] driver (the test kit's
@@ -30,7 +31,9 @@
 
 use super::timers::{TimerFn, TimerKey, TimerQueue};
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, IdleWorkers, Mutex, Ordering, thread_local};
+use crate::sync::{
+    Arc, AtomicBool, AtomicUsize, IdleWorkers, Mutex, Ordering, Weak, thread_local,
+};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::ptr::NonNull;
@@ -141,19 +144,64 @@ pub(crate) trait Driver {
 }
 
 /// Where a scheduler without workers sends its tasks and timers (the test kit's simulation).
-/// Both are called on any thread (senders, handlers); the driver runs them later, one at a
+/// Called on any thread (senders, handlers); the driver runs tasks and timers later, one at a
 /// time, on its own.
 #[cfg(feature = "testkit")]
 pub(crate) trait Manual: Send + Sync {
     /// A task became runnable.
     fn schedule(&self, task: Task);
-    /// `f` is due `delay` from now, on the driver's clock.
-    fn run_after(&self, delay: Duration, f: TimerFn) -> TimerKey;
-    /// Drops a timer `run_after` set, unless it has fired.
+    /// The driver's clock: time since it started.
+    fn now(&self) -> Duration;
+    /// `action` (with `aux` beside it) is due at `at` on the driver's clock (now, if that has
+    /// passed).
+    fn run_at(&self, at: Duration, aux: u32, action: TimerAction) -> TimerKey;
+    /// Drops a timer `run_at` set, unless it has fired.
     fn cancel(&self, key: TimerKey);
 }
 
+/// Something with timers of its own (an actor), told when one of them falls due.
+pub(crate) trait TimerTarget: Send + Sync + 'static {
+    /// Its timer in slot `slot`, set with generation `generation`, is due.
+    fn timer_due(self: Arc<Self>, slot: u32, generation: u32);
+}
+
+/// What a timer in a wheel does when it fires. 24 bytes.
+pub(crate) enum TimerAction {
+    /// Runs a closure.
+    Run(TimerFn),
+    /// Tells an actor that its timer is due (the wheel's `aux` word is the timer's slot, this
+    /// `u32` its generation). Only a weak reference: a pending timer does not keep a stopped
+    /// actor's cell alive.
+    Actor(Weak<dyn TimerTarget>, u32),
+}
+
+impl TimerAction {
+    /// Fires: runs the closure, or tells the actor if it still exists.
+    pub(crate) fn fire(self, aux: u32) {
+        match self {
+            TimerAction::Run(f) => f(),
+            TimerAction::Actor(target, generation) => {
+                if let Some(target) = target.upgrade() {
+                    target.timer_due(aux, generation);
+                }
+            }
+        }
+    }
+}
+
+/// Where a timer of [`Scheduler::set_actor_timer`] waits: a worker's wheel or, for
+/// `worker == MANUAL_WHEEL`, the manual driver's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WheelRef {
+    pub(crate) worker: u32,
+    pub(crate) key: TimerKey,
+}
+
+/// The `worker` of a [`WheelRef`] into the manual driver's queue.
+pub(crate) const MANUAL_WHEEL: u32 = u32::MAX;
+
 /// A timer set through [`Scheduler::run_after`], for [`Scheduler::cancel_timer`].
+#[allow(dead_code)]
 #[derive(Clone, Debug)]
 pub(crate) enum SchedTimer {
     /// In the queue of worker `worker`.
@@ -178,7 +226,7 @@ pub(crate) trait Unpark: Send + Sync {
 struct WorkerShared {
     unpark: Arc<dyn Unpark>,
     /// Timers set from other threads, for this worker to take into its queue.
-    remote_timers: Mutex<Vec<(Instant, TimerFn)>>,
+    remote_timers: Mutex<Vec<(Instant, u32, TimerAction)>>,
     /// Timers of this worker that other threads cancelled, for it to drop.
     remote_cancels: Mutex<Vec<TimerKey>>,
     /// Set when either of the two above has entries.
@@ -194,6 +242,8 @@ pub(crate) struct Scheduler {
     idle: IdleWorkers,
     /// The worker that gets the next timer set from outside the pool.
     next_timer_worker: AtomicUsize,
+    /// Time zero of the workers' wheels and of [`Scheduler::now`].
+    epoch: Instant,
     spin_before_sleep: Duration,
     shutting_down: AtomicBool,
     exit: AtomicBool,
@@ -225,6 +275,7 @@ impl Scheduler {
                 .collect(),
             idle: IdleWorkers::new(),
             next_timer_worker: AtomicUsize::new(0),
+            epoch: Instant::now(),
             spin_before_sleep,
             shutting_down: AtomicBool::new(false),
             exit: AtomicBool::new(false),
@@ -291,13 +342,43 @@ impl Scheduler {
         !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
     }
 
+    /// The scheduler's clock, as time since it started (the manual driver's clock for a
+    /// scheduler without workers). Deadlines of [`Scheduler::set_actor_timer`] are on it.
+    pub(crate) fn now(&self) -> Duration {
+        #[cfg(feature = "testkit")]
+        if let Some(manual) = &self.manual {
+            return manual.now();
+        }
+        self.epoch.elapsed()
+    }
+
+    /// The instant of scheduler time `at`; time zero stands for "due at once" (the wheel's
+    /// rounding up to its tick would otherwise delay a zero delay to the next millisecond).
+    fn instant(&self, at: Duration) -> Instant {
+        if at.is_zero() {
+            return self.epoch;
+        }
+        self.epoch
+            .checked_add(at)
+            .unwrap_or_else(|| self.epoch + Duration::from_secs(100 * 365 * 86_400))
+    }
+
     /// Runs `f` on a worker after `delay`: on this worker if this thread is one of ours, else
     /// on the workers in turn. Returns what cancels it.
+    #[allow(dead_code)] // the closure timers' entry point (actors' own timers use the cell's)
     pub(crate) fn run_after(&self, delay: Duration, f: TimerFn) -> SchedTimer {
+        let at = if delay.is_zero() {
+            Duration::ZERO
+        } else {
+            self.now().saturating_add(delay)
+        };
         let leftover = with_current(self, |w| match w {
             Some(w) => Err(SchedTimer::Local {
                 worker: w.index as u32,
-                key: w.timers.borrow_mut().insert(Instant::now() + delay, f),
+                key: w
+                    .timers
+                    .borrow_mut()
+                    .insert(self.instant(at), 0, TimerAction::Run(f)),
             }),
             None => Ok(f),
         });
@@ -307,9 +388,9 @@ impl Scheduler {
         };
         #[cfg(feature = "testkit")]
         if let Some(manual) = &self.manual {
-            return SchedTimer::Manual(manual.run_after(delay, f));
+            let at = manual.now().saturating_add(delay);
+            return SchedTimer::Manual(manual.run_at(at, 0, TimerAction::Run(f)));
         }
-        let at = Instant::now() + delay;
         let flag = Arc::new(AtomicBool::new(false));
         let fire_flag = flag.clone();
         let f: TimerFn = Box::new(move || {
@@ -317,13 +398,84 @@ impl Scheduler {
                 f();
             }
         });
+        self.push_remote_timer(self.instant(at), 0, TimerAction::Run(f));
+        SchedTimer::Remote(flag)
+    }
+
+    /// Hands a timer set outside the pool to the next worker in turn.
+    fn push_remote_timer(&self, at: Instant, aux: u32, action: TimerAction) {
         let i = self.next_timer_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         let w = &self.workers[i];
-        w.remote_timers.lock().unwrap().push((at, f));
+        w.remote_timers.lock().unwrap().push((at, aux, action));
         w.remote_timers_pending.store(true, Ordering::SeqCst);
         // The worker raises its flag before it looks at `remote_timers_pending` (see `park`).
         w.unpark.wake_if_sleeping();
-        SchedTimer::Remote(flag)
+    }
+
+    /// Sets an actor's timer: at scheduler time `at` (zero: at once), `target` hears of its
+    /// slot `slot` and generation `generation`. On a worker it joins that worker's wheel, in the
+    /// test kit the manual driver's; both return where it waits, for
+    /// [`Scheduler::cancel_wheel`]. From outside the pool it goes to the workers in turn and
+    /// cannot be taken out of the wheel (`None`): the target must ignore it when it fires.
+    pub(crate) fn set_actor_timer(
+        &self,
+        at: Duration,
+        target: Weak<dyn TimerTarget>,
+        slot: u32,
+        generation: u32,
+    ) -> Option<WheelRef> {
+        let action = TimerAction::Actor(target, generation);
+        let leftover = with_current(self, |w| match w {
+            Some(w) => Err(WheelRef {
+                worker: w.index as u32,
+                key: w.timers.borrow_mut().insert(self.instant(at), slot, action),
+            }),
+            None => Ok(action),
+        });
+        let action = match leftover {
+            Ok(action) => action,
+            Err(local) => return Some(local),
+        };
+        #[cfg(feature = "testkit")]
+        if let Some(manual) = &self.manual {
+            let key = manual.run_at(at, slot, action);
+            return Some(WheelRef {
+                worker: MANUAL_WHEEL,
+                key,
+            });
+        }
+        self.push_remote_timer(self.instant(at), slot, action);
+        None
+    }
+
+    /// Takes a timer of [`Scheduler::set_actor_timer`] out of its wheel, if it is still
+    /// there: at once on the worker that holds it (and in the test kit), else at that
+    /// worker's next loop. Only frees memory early: what makes the timer deliver nothing is
+    /// the target forgetting it.
+    pub(crate) fn cancel_wheel(&self, at: WheelRef) {
+        #[cfg(feature = "testkit")]
+        if at.worker == MANUAL_WHEEL {
+            if let Some(manual) = &self.manual {
+                manual.cancel(at.key);
+            }
+            return;
+        }
+        let taken = with_current(self, |w| match w {
+            Some(w) if w.index == at.worker as usize => {
+                Ok(w.timers.borrow_mut().cancel_take(at.key))
+            }
+            _ => Err(()),
+        });
+        match taken {
+            // Dropped once the wheel is no longer borrowed.
+            Ok(action) => drop(action),
+            Err(()) => {
+                if let Some(w) = self.workers.get(at.worker as usize) {
+                    w.remote_cancels.lock().unwrap().push(at.key);
+                    w.remote_timers_pending.store(true, Ordering::SeqCst);
+                }
+            }
+        }
     }
 
     /// Cancels a timer of [`Scheduler::run_after`]. On the worker that holds it, or for a
@@ -331,6 +483,7 @@ impl Scheduler {
     /// result says whether it was still pending. From another thread the cancel is handed
     /// to the holding worker, the timer may fire before that worker takes it, and the
     /// result is false; callers that need to know keep state of their own.
+    #[allow(dead_code)]
     pub(crate) fn cancel_timer(&self, timer: &SchedTimer) -> bool {
         match timer {
             SchedTimer::Remote(flag) => !flag.swap(true, Ordering::AcqRel),
@@ -390,7 +543,7 @@ pub(crate) struct WorkerLocal {
     lifo_streak: Cell<u32>,
     ticks: Cell<u32>,
     deque: Worker<Task>,
-    timers: RefCell<TimerQueue>,
+    timers: RefCell<TimerQueue<Instant, TimerAction>>,
 }
 
 thread_local! {
@@ -476,14 +629,19 @@ impl WorkerLocal {
         Some(t)
     }
 
-    /// Runs the timers that are due (reading the clock only if any is pending).
+    /// Runs the timers that are due, as one batch (reading the clock only if any is
+    /// pending).
     fn run_due_timers(&self) {
-        if self.timers.borrow_mut().next_deadline().is_none() {
+        let Some(next) = self.timers.borrow_mut().next_deadline() else {
+            return;
+        };
+        let now = Instant::now();
+        if next > now {
             return;
         }
-        let mut due = self.timers.borrow_mut().take_due(Instant::now());
+        let mut due = self.timers.borrow_mut().take_due(now);
         for t in due.drain(..) {
-            (t.run)();
+            t.payload.fire(t.aux);
         }
         self.timers.borrow_mut().recycle(due);
     }
@@ -497,8 +655,8 @@ impl WorkerLocal {
         let mut cancels = shared.remote_cancels.lock().unwrap();
         shared.remote_timers_pending.store(false, Ordering::SeqCst);
         let mut timers = self.timers.borrow_mut();
-        for (at, f) in remote.drain(..) {
-            timers.insert(at, f);
+        for (at, aux, action) in remote.drain(..) {
+            timers.insert(at, aux, action);
         }
         let mut cancelled = Vec::with_capacity(cancels.len());
         for key in cancels.drain(..) {
@@ -538,7 +696,7 @@ pub(crate) fn run_worker(
         lifo_streak: Cell::new(0),
         ticks: Cell::new(0),
         deque,
-        timers: RefCell::new(TimerQueue::new()),
+        timers: RefCell::new(TimerQueue::with_epoch(sched.epoch)),
     };
     CURRENT.with(|c| c.set(&local));
     struct ResetCurrent;

@@ -27,7 +27,7 @@ pub(crate) use spin_lock::{SpinGuard, SpinLock};
 /// Reference counting stays `std`'s in both modes: tasks and addresses are trait objects made
 /// by unsizing an `Arc`, which loom's `Arc` cannot do, and counting is not what the models
 /// check.
-pub(crate) use std::sync::Arc;
+pub(crate) use std::sync::{Arc, Weak};
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
