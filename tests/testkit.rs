@@ -122,7 +122,9 @@ impl Actor for Recorder {
             Msg::Net(_) => {}
             Msg::Text(t) => self.push(None, Seen::Text(t)),
             Msg::Stop => ctx.stop(),
-            Msg::Later(delay, t) => ctx.send_self_after(delay, Msg::Text(t)),
+            Msg::Later(delay, t) => {
+                ctx.send_self_after(delay, Msg::Text(t));
+            }
         }
     }
 
