@@ -772,3 +772,43 @@ pub(crate) fn run_worker(
     }
     driver.exit();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoUnpark;
+    impl Unpark for NoUnpark {
+        fn wake_if_sleeping(&self) -> bool {
+            false
+        }
+        fn wake(&self) {}
+    }
+
+    struct Nobody;
+    impl TimerTarget for Nobody {
+        fn timer_due(self: Arc<Self>, _: u32, _: u32) {}
+    }
+
+    /// Timers set outside the pool go to the workers in turn, closure timers and actor
+    /// timers alike, not all to worker 0.
+    #[test]
+    fn timers_set_outside_the_pool_are_spread_over_the_workers() {
+        let unparkers: Vec<Arc<dyn Unpark>> = (0..3).map(|_| Arc::new(NoUnpark) as _).collect();
+        let (sched, _locals) = Scheduler::new(unparkers, Duration::ZERO);
+        for i in 0..6 {
+            let _ = sched.run_after(Duration::from_secs(1), Box::new(|| {}));
+            let target = Weak::<Nobody>::new() as Weak<dyn TimerTarget>;
+            assert!(
+                sched
+                    .set_actor_timer(Duration::from_secs(1), target, i, 1)
+                    .is_none(),
+                "an outside timer has no wheel entry to name yet"
+            );
+        }
+        for w in &sched.workers {
+            assert_eq!(w.remote_timers.lock().unwrap().len(), 4);
+            assert!(w.remote_timers_pending.load(Ordering::SeqCst));
+        }
+    }
+}
