@@ -1,7 +1,7 @@
 //! The actor cell: mailbox, scheduling state and the actor itself, plus the typed handles
 //! onto it ([`Addr`], [`Recipient`]) and the [`Context`] a handler gets.
 
-use super::scheduler::{Runnable, Task, TimerTarget, Turn};
+use super::scheduler::{ActorTimerRef, Runnable, Task, TimerTarget, Turn, WheelRef};
 use super::system::{Registered, RegistryError, Stoppable, SystemHandle, SystemInner};
 use super::timer::{self, ActorTimers, Fired, TimerControl, TimerHandle};
 use super::{Actor, ActorId, RestartPolicy, StopReason};
@@ -20,8 +20,8 @@ pub(crate) enum SystemMsg {
     Watch(Arc<dyn Watcher>),
     Terminated(ActorId, StopReason),
     Registered(String),
-    /// The actor's timer in `slot` (set with `generation`) is due.
-    TimerFired { slot: u32, generation: u32 },
+    /// The actor's timer in `slot`, whose wheel entry was `wheel`, is due.
+    TimerFired { slot: u32, wheel: WheelRef },
 }
 
 /// Something that wants to hear when an actor stops.
@@ -230,9 +230,7 @@ impl<A: Actor> ActorCell<A> {
             SystemMsg::Terminated(id, reason) => {
                 self.with_context(st, stop, |a, ctx| a.watched_stopped(id, &reason, ctx))
             }
-            SystemMsg::TimerFired { slot, generation } => {
-                self.on_timer(st, stop, slot, generation);
-            }
+            SystemMsg::TimerFired { slot, wheel } => self.on_timer(st, stop, slot, wheel),
         }
     }
 
@@ -243,58 +241,69 @@ impl<A: Actor> ActorCell<A> {
         st: &mut RunState<A>,
         stop: &mut Option<StopReason>,
         slot: u32,
-        generation: u32,
+        wheel: WheelRef,
     ) {
         let now = self.system.sched.now();
-        let fired = {
+        let (fired, id) = {
             let mut timers = self.timers.lock();
             let Some(t) = timers.as_mut() else {
                 return;
             };
-            let fired = t.fire(slot, generation, now);
+            let fired = t.fire(slot, wheel, now);
+            let mut id = None;
             if matches!(fired, Some(Fired::Make(_))) {
                 let at = t.interval_due(slot).expect("the interval is pending");
-                let wheel = self.system.sched.set_actor_timer(
-                    at,
-                    self.timer_target(),
-                    slot,
-                    generation,
-                );
-                t.set_wheel(slot, wheel);
+                self.arm(t, slot, at);
+                id = Some(t.id(slot));
             }
-            fired
+            (fired, id)
         };
         match fired {
             None => {}
-            Some(Fired::Msg(msg)) => self.handle_timer_msg(st, stop, msg),
+            Some(Fired::Msg(msg)) => {
+                count_started(&self.started_msgs);
+                self.with_context(st, stop, |a, ctx| a.handle(msg, ctx));
+            }
             Some(Fired::Make(mut make)) => {
                 self.with_context(st, stop, |a, ctx| {
                     let msg = make();
                     count_started(&ctx.cell.started_msgs);
                     a.handle(msg, ctx);
                 });
+                let id = id.expect("an interval has an id");
                 let unused = self
                     .timers
                     .lock()
                     .as_mut()
-                    .and_then(|t| t.give_back(slot, generation, make));
+                    .and_then(|t| t.give_back(slot, id, make));
                 drop(unused);
             }
         }
     }
 
-    fn handle_timer_msg(
-        self: &Arc<Self>,
-        st: &mut RunState<A>,
-        stop: &mut Option<StopReason>,
-        msg: A::Msg,
-    ) {
-        count_started(&self.started_msgs);
-        self.with_context(st, stop, |a, ctx| a.handle(msg, ctx));
-    }
-
-    fn timer_target(self: &Arc<Self>) -> Weak<dyn TimerTarget> {
-        Arc::downgrade(self) as Weak<dyn TimerTarget>
+    /// Sets the wheel entry of timer `slot` due at scheduler time `at` and records it: in
+    /// this worker's actor wheel (or the test kit's queue), or, outside the pool, as a
+    /// closure timer on the workers in turn.
+    fn arm(self: &Arc<Self>, t: &mut ActorTimers<A::Msg>, slot: u32, at: Duration) {
+        let target: ActorTimerRef = Arc::downgrade(self) as Weak<dyn TimerTarget>;
+        let sched = &self.system.sched;
+        let wheel = match sched.set_actor_timer(at, target, slot) {
+            Some(wheel) => wheel,
+            None => {
+                let id = t.outside_id();
+                let cell = Arc::downgrade(self);
+                let _ = sched.run_at(
+                    at,
+                    Box::new(move || {
+                        if let Some(cell) = cell.upgrade() {
+                            cell.timer_due(slot, id);
+                        }
+                    }),
+                );
+                id
+            }
+        };
+        t.set_wheel(slot, wheel);
     }
 
     /// Sets a one-shot timer delivering `msg` at scheduler time `at` (zero: at once).
@@ -308,14 +317,11 @@ impl<A: Actor> ActorCell<A> {
             return TimerHandle::inert();
         }
         let t = timers.get_or_insert_with(Box::default);
-        let (slot, generation) = t.add_once(msg);
-        let wheel = self
-            .system
-            .sched
-            .set_actor_timer(at, self.timer_target(), slot, generation);
-        t.set_wheel(slot, wheel);
+        let slot = t.add_once(msg);
+        self.arm(t, slot, at);
+        let id = t.id(slot);
         drop(timers);
-        timer::handle(Arc::downgrade(self) as Weak<dyn TimerControl>, slot, generation)
+        timer::handle(Arc::downgrade(self) as Weak<dyn TimerControl>, slot, id)
     }
 
     /// Sets an interval whose ticks `make` the message, the first one `period` from now.
@@ -333,15 +339,12 @@ impl<A: Actor> ActorCell<A> {
             return TimerHandle::inert();
         }
         let t = timers.get_or_insert_with(Box::default);
-        let (slot, generation) = t.add_interval(make, start, period);
+        let slot = t.add_interval(make, start, period);
         let at = t.interval_due(slot).expect("just added");
-        let wheel = self
-            .system
-            .sched
-            .set_actor_timer(at, self.timer_target(), slot, generation);
-        t.set_wheel(slot, wheel);
+        self.arm(t, slot, at);
+        let id = t.id(slot);
         drop(timers);
-        timer::handle(Arc::downgrade(self) as Weak<dyn TimerControl>, slot, generation)
+        timer::handle(Arc::downgrade(self) as Weak<dyn TimerControl>, slot, id)
     }
 
     /// Drops every pending timer (the actor stops or restarts) and takes their entries out
@@ -490,18 +493,18 @@ fn count_started(started: &AtomicU64) {
 }
 
 impl<A: Actor> TimerTarget for ActorCell<A> {
-    fn timer_due(self: Arc<Self>, slot: u32, generation: u32) {
-        let _ = self.push_system(SystemMsg::TimerFired { slot, generation });
+    fn timer_due(self: Arc<Self>, slot: u32, wheel: WheelRef) {
+        let _ = self.push_system(SystemMsg::TimerFired { slot, wheel });
     }
 }
 
 impl<A: Actor> TimerControl for ActorCell<A> {
-    fn cancel_timer(&self, slot: u32, generation: u32) -> bool {
+    fn cancel_timer(&self, slot: u32, id: WheelRef) -> bool {
         let wheel = self
             .timers
             .lock()
             .as_mut()
-            .and_then(|t| t.cancel(slot, generation));
+            .and_then(|t| t.cancel(slot, id));
         // The message was dropped under the lock; the wheel entry goes too.
         match wheel {
             Some(w) => {

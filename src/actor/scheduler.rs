@@ -161,30 +161,44 @@ pub(crate) trait Manual: Send + Sync {
 
 /// Something with timers of its own (an actor), told when one of them falls due.
 pub(crate) trait TimerTarget: Send + Sync + 'static {
-    /// Its timer in slot `slot`, set with generation `generation`, is due.
-    fn timer_due(self: Arc<Self>, slot: u32, generation: u32);
+    /// Its timer in slot `slot`, whose wheel entry was `wheel`, is due.
+    fn timer_due(self: Arc<Self>, slot: u32, wheel: WheelRef);
 }
 
-/// What a timer in a wheel does when it fires. 24 bytes.
+/// An actor timer's wheel entry: only a weak reference (16 bytes), so that a pending timer
+/// does not keep a stopped actor's cell alive; the wheel's `aux` word is the timer's slot.
+pub(crate) type ActorTimerRef = Weak<dyn TimerTarget>;
+
+/// Tells the actor behind `target`, if it still exists, that its timer is due.
+pub(crate) fn fire_actor_timer(target: ActorTimerRef, slot: u32, wheel: WheelRef) {
+    if let Some(target) = target.upgrade() {
+        target.timer_due(slot, wheel);
+    }
+}
+
+/// What a timer of the manual driver's queue does when it fires.
+#[cfg(feature = "testkit")]
 pub(crate) enum TimerAction {
     /// Runs a closure.
     Run(TimerFn),
-    /// Tells an actor that its timer is due (the wheel's `aux` word is the timer's slot, this
-    /// `u32` its generation). Only a weak reference: a pending timer does not keep a stopped
-    /// actor's cell alive.
-    Actor(Weak<dyn TimerTarget>, u32),
+    /// Tells an actor that its timer is due.
+    Actor(ActorTimerRef),
 }
 
+#[cfg(feature = "testkit")]
 impl TimerAction {
-    /// Fires: runs the closure, or tells the actor if it still exists.
-    pub(crate) fn fire(self, aux: u32) {
+    /// Fires the timer of `key` in the manual driver's queue, with `aux` stored beside it.
+    pub(crate) fn fire(self, aux: u32, key: TimerKey) {
         match self {
             TimerAction::Run(f) => f(),
-            TimerAction::Actor(target, generation) => {
-                if let Some(target) = target.upgrade() {
-                    target.timer_due(aux, generation);
-                }
-            }
+            TimerAction::Actor(target) => fire_actor_timer(
+                target,
+                aux,
+                WheelRef {
+                    worker: MANUAL_WHEEL,
+                    key,
+                },
+            ),
         }
     }
 }
@@ -198,6 +212,7 @@ pub(crate) struct WheelRef {
 }
 
 /// The `worker` of a [`WheelRef`] into the manual driver's queue.
+#[cfg(feature = "testkit")]
 pub(crate) const MANUAL_WHEEL: u32 = u32::MAX;
 
 /// A timer set through [`Scheduler::run_after`], for [`Scheduler::cancel_timer`].
@@ -226,9 +241,10 @@ pub(crate) trait Unpark: Send + Sync {
 struct WorkerShared {
     unpark: Arc<dyn Unpark>,
     /// Timers set from other threads, for this worker to take into its queue.
-    remote_timers: Mutex<Vec<(Instant, u32, TimerAction)>>,
-    /// Timers of this worker that other threads cancelled, for it to drop.
-    remote_cancels: Mutex<Vec<TimerKey>>,
+    remote_timers: Mutex<Vec<(Instant, TimerFn)>>,
+    /// Timers of this worker that other threads cancelled, for it to drop (`true`: of its
+    /// actor wheel).
+    remote_cancels: Mutex<Vec<(bool, TimerKey)>>,
     /// Set when either of the two above has entries.
     remote_timers_pending: AtomicBool,
 }
@@ -372,13 +388,16 @@ impl Scheduler {
         } else {
             self.now().saturating_add(delay)
         };
+        self.run_at(at, f)
+    }
+
+    /// Runs `f` on a worker at scheduler time `at` (zero: at once), as
+    /// [`Scheduler::run_after`].
+    pub(crate) fn run_at(&self, at: Duration, f: TimerFn) -> SchedTimer {
         let leftover = with_current(self, |w| match w {
             Some(w) => Err(SchedTimer::Local {
                 worker: w.index as u32,
-                key: w
-                    .timers
-                    .borrow_mut()
-                    .insert(self.instant(at), 0, TimerAction::Run(f)),
+                key: w.timers.borrow_mut().insert(self.instant(at), 0, f),
             }),
             None => Ok(f),
         });
@@ -388,7 +407,6 @@ impl Scheduler {
         };
         #[cfg(feature = "testkit")]
         if let Some(manual) = &self.manual {
-            let at = manual.now().saturating_add(delay);
             return SchedTimer::Manual(manual.run_at(at, 0, TimerAction::Run(f)));
         }
         let flag = Arc::new(AtomicBool::new(false));
@@ -398,57 +416,53 @@ impl Scheduler {
                 f();
             }
         });
-        self.push_remote_timer(self.instant(at), 0, TimerAction::Run(f));
-        SchedTimer::Remote(flag)
-    }
-
-    /// Hands a timer set outside the pool to the next worker in turn.
-    fn push_remote_timer(&self, at: Instant, aux: u32, action: TimerAction) {
         let i = self.next_timer_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         let w = &self.workers[i];
-        w.remote_timers.lock().unwrap().push((at, aux, action));
+        w.remote_timers.lock().unwrap().push((self.instant(at), f));
         w.remote_timers_pending.store(true, Ordering::SeqCst);
         // The worker raises its flag before it looks at `remote_timers_pending` (see `park`).
         w.unpark.wake_if_sleeping();
+        SchedTimer::Remote(flag)
     }
 
-    /// Sets an actor's timer: at scheduler time `at` (zero: at once), `target` hears of its
-    /// slot `slot` and generation `generation`. On a worker it joins that worker's wheel, in the
-    /// test kit the manual driver's; both return where it waits, for
-    /// [`Scheduler::cancel_wheel`]. From outside the pool it goes to the workers in turn and
-    /// cannot be taken out of the wheel (`None`): the target must ignore it when it fires.
+    /// Sets an actor's timer, due at scheduler time `at` (zero: at once), in the actor wheel
+    /// of this worker (or the manual driver's queue): `target` hears of its slot `slot` and
+    /// of the returned wheel entry when it fires, unless [`Scheduler::cancel_wheel`] took it
+    /// out first. `None` on a thread outside the pool: the caller sets a closure timer
+    /// instead ([`Scheduler::run_at`], which spreads them over the workers).
     pub(crate) fn set_actor_timer(
         &self,
         at: Duration,
-        target: Weak<dyn TimerTarget>,
+        target: ActorTimerRef,
         slot: u32,
-        generation: u32,
     ) -> Option<WheelRef> {
-        let action = TimerAction::Actor(target, generation);
         let leftover = with_current(self, |w| match w {
             Some(w) => Err(WheelRef {
                 worker: w.index as u32,
-                key: w.timers.borrow_mut().insert(self.instant(at), slot, action),
+                key: w
+                    .actor_timers
+                    .borrow_mut()
+                    .insert(self.instant(at), slot, target),
             }),
-            None => Ok(action),
+            None => Ok(target),
         });
-        let action = match leftover {
-            Ok(action) => action,
+        let target = match leftover {
+            Ok(target) => target,
             Err(local) => return Some(local),
         };
         #[cfg(feature = "testkit")]
         if let Some(manual) = &self.manual {
-            let key = manual.run_at(at, slot, action);
+            let key = manual.run_at(at, slot, TimerAction::Actor(target));
             return Some(WheelRef {
                 worker: MANUAL_WHEEL,
                 key,
             });
         }
-        self.push_remote_timer(self.instant(at), slot, action);
+        drop(target);
         None
     }
 
-    /// Takes a timer of [`Scheduler::set_actor_timer`] out of its wheel, if it is still
+    /// Takes an entry of [`Scheduler::set_actor_timer`] out of its wheel, if it is still
     /// there: at once on the worker that holds it (and in the test kit), else at that
     /// worker's next loop. Only frees memory early: what makes the timer deliver nothing is
     /// the target forgetting it.
@@ -462,16 +476,16 @@ impl Scheduler {
         }
         let taken = with_current(self, |w| match w {
             Some(w) if w.index == at.worker as usize => {
-                Ok(w.timers.borrow_mut().cancel_take(at.key))
+                Ok(w.actor_timers.borrow_mut().cancel_take(at.key))
             }
             _ => Err(()),
         });
         match taken {
             // Dropped once the wheel is no longer borrowed.
-            Ok(action) => drop(action),
+            Ok(target) => drop(target),
             Err(()) => {
                 if let Some(w) = self.workers.get(at.worker as usize) {
-                    w.remote_cancels.lock().unwrap().push(at.key);
+                    w.remote_cancels.lock().unwrap().push((true, at.key));
                     w.remote_timers_pending.store(true, Ordering::SeqCst);
                 }
             }
@@ -507,7 +521,7 @@ impl Scheduler {
                 let Some(w) = self.workers.get(*worker as usize) else {
                     return false;
                 };
-                w.remote_cancels.lock().unwrap().push(*key);
+                w.remote_cancels.lock().unwrap().push((false, *key));
                 w.remote_timers_pending.store(true, Ordering::SeqCst);
                 false
             }
@@ -543,7 +557,10 @@ pub(crate) struct WorkerLocal {
     lifo_streak: Cell<u32>,
     ticks: Cell<u32>,
     deque: Worker<Task>,
-    timers: RefCell<TimerQueue<Instant, TimerAction>>,
+    /// Closure timers.
+    timers: RefCell<TimerQueue<Instant, TimerFn>>,
+    /// Actors' own timers: 40 bytes a node.
+    actor_timers: RefCell<TimerQueue<Instant, ActorTimerRef>>,
 }
 
 thread_local! {
@@ -629,10 +646,20 @@ impl WorkerLocal {
         Some(t)
     }
 
-    /// Runs the timers that are due, as one batch (reading the clock only if any is
-    /// pending).
+    /// The earliest deadline of either wheel (two branches when both are empty).
+    fn next_timer(&self) -> Option<Instant> {
+        let a = self.timers.borrow_mut().next_deadline();
+        let b = self.actor_timers.borrow_mut().next_deadline();
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs the timers that are due, as one batch per wheel (reading the clock only if any
+    /// is pending).
     fn run_due_timers(&self) {
-        let Some(next) = self.timers.borrow_mut().next_deadline() else {
+        let Some(next) = self.next_timer() else {
             return;
         };
         let now = Instant::now();
@@ -641,9 +668,18 @@ impl WorkerLocal {
         }
         let mut due = self.timers.borrow_mut().take_due(now);
         for t in due.drain(..) {
-            t.payload.fire(t.aux);
+            (t.payload)();
         }
         self.timers.borrow_mut().recycle(due);
+        let mut due = self.actor_timers.borrow_mut().take_due(now);
+        for t in due.drain(..) {
+            let wheel = WheelRef {
+                worker: self.index as u32,
+                key: t.key,
+            };
+            fire_actor_timer(t.payload, t.aux, wheel);
+        }
+        self.actor_timers.borrow_mut().recycle(due);
     }
 
     /// Moves the timers other threads set for this worker into its queue.
@@ -655,17 +691,23 @@ impl WorkerLocal {
         let mut cancels = shared.remote_cancels.lock().unwrap();
         shared.remote_timers_pending.store(false, Ordering::SeqCst);
         let mut timers = self.timers.borrow_mut();
-        for (at, aux, action) in remote.drain(..) {
-            timers.insert(at, aux, action);
+        let mut actor_timers = self.actor_timers.borrow_mut();
+        for (at, f) in remote.drain(..) {
+            timers.insert(at, 0, f);
         }
-        let mut cancelled = Vec::with_capacity(cancels.len());
-        for key in cancels.drain(..) {
-            cancelled.push(timers.cancel_take(key));
+        let mut cancelled = Vec::new();
+        let mut actor_cancelled = Vec::new();
+        for (actor, key) in cancels.drain(..) {
+            if actor {
+                actor_cancelled.push(actor_timers.cancel_take(key));
+            } else {
+                cancelled.push(timers.cancel_take(key));
+            }
         }
-        drop((timers, cancels, remote));
+        drop((timers, actor_timers, cancels, remote));
         // Dropped outside the queue's borrow: a closure may hold an address whose last drop
         // runs an actor's destructor.
-        drop(cancelled);
+        drop((cancelled, actor_cancelled));
     }
 }
 
@@ -697,6 +739,7 @@ pub(crate) fn run_worker(
         ticks: Cell::new(0),
         deque,
         timers: RefCell::new(TimerQueue::with_epoch(sched.epoch)),
+        actor_timers: RefCell::new(TimerQueue::with_epoch(sched.epoch)),
     };
     CURRENT.with(|c| c.set(&local));
     struct ResetCurrent;
@@ -746,7 +789,7 @@ pub(crate) fn run_worker(
         } else {
             recheck
         };
-        let next_timer = local.timers.borrow_mut().next_deadline();
+        let next_timer = local.next_timer();
         if let Some(next) = next_timer {
             let until = next.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(until, |t| t.min(until)));
@@ -787,11 +830,11 @@ mod tests {
 
     struct Nobody;
     impl TimerTarget for Nobody {
-        fn timer_due(self: Arc<Self>, _: u32, _: u32) {}
+        fn timer_due(self: Arc<Self>, _: u32, _: WheelRef) {}
     }
 
-    /// Timers set outside the pool go to the workers in turn, closure timers and actor
-    /// timers alike, not all to worker 0.
+    /// Timers set outside the pool go to the workers in turn, not all to worker 0 (actors'
+    /// timers set there become closure timers: there is no actor wheel to put them in).
     #[test]
     fn timers_set_outside_the_pool_are_spread_over_the_workers() {
         let unparkers: Vec<Arc<dyn Unpark>> = (0..3).map(|_| Arc::new(NoUnpark) as _).collect();
@@ -801,13 +844,13 @@ mod tests {
             let target = Weak::<Nobody>::new() as Weak<dyn TimerTarget>;
             assert!(
                 sched
-                    .set_actor_timer(Duration::from_secs(1), target, i, 1)
+                    .set_actor_timer(Duration::from_secs(1), target, i)
                     .is_none(),
-                "an outside timer has no wheel entry to name yet"
+                "no actor wheel outside the pool"
             );
         }
         for w in &sched.workers {
-            assert_eq!(w.remote_timers.lock().unwrap().len(), 4);
+            assert_eq!(w.remote_timers.lock().unwrap().len(), 2);
             assert!(w.remote_timers_pending.load(Ordering::SeqCst));
         }
     }

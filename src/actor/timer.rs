@@ -27,9 +27,14 @@ use std::time::Duration;
 
 /// Slots of intervals have this bit set; one-shot timers' slots do not.
 const INTERVAL_BIT: u32 = 1 << 31;
-/// A [`WheelRef`] for a timer whose wheel entry cannot be taken out (set outside the pool).
+/// The `worker` of an id that names a closure timer set outside the pool (its generation is
+/// the actor table's own).
+const OUTSIDE: u32 = u32::MAX - 1;
+/// The `worker` of an interval's handle id (its generation is the table's own).
+const INTERVAL_ID: u32 = u32::MAX - 2;
+/// No wheel entry (yet).
 const NO_WHEEL: WheelRef = WheelRef {
-    worker: u32::MAX - 1,
+    worker: u32::MAX - 3,
     key: TimerKey {
         slot: u32::MAX,
         generation: 0,
@@ -46,7 +51,8 @@ const NO_WHEEL: WheelRef = WheelRef {
 pub struct TimerHandle {
     target: Option<Weak<dyn TimerControl>>,
     slot: u32,
-    generation: u32,
+    /// Which timer of that slot: a one-shot timer's wheel entry, an interval's generation.
+    id: WheelRef,
 }
 
 impl fmt::Debug for TimerHandle {
@@ -60,7 +66,7 @@ impl fmt::Debug for TimerHandle {
             f,
             "TimerHandle({kind} {}#{})",
             self.slot & !INTERVAL_BIT,
-            self.generation
+            self.id.key.generation
         )
     }
 }
@@ -71,7 +77,7 @@ impl TimerHandle {
         TimerHandle {
             target: None,
             slot: 0,
-            generation: 0,
+            id: NO_WHEEL,
         }
     }
 
@@ -83,18 +89,18 @@ impl TimerHandle {
         let Some(target) = self.target.as_ref().and_then(Weak::upgrade) else {
             return false;
         };
-        target.cancel_timer(self.slot, self.generation)
+        target.cancel_timer(self.slot, self.id)
     }
 }
 
 /// The object-safe side of a cell's timers that a [`TimerHandle`] reaches.
 pub(crate) trait TimerControl: Send + Sync + 'static {
-    fn cancel_timer(&self, slot: u32, generation: u32) -> bool;
+    fn cancel_timer(&self, slot: u32, id: WheelRef) -> bool;
 }
 
-/// A pending one-shot timer of an actor.
+/// A pending one-shot timer of an actor: 12 bytes plus the message. Its wheel entry names it
+/// (a wheel reuses an entry's key only after 2^32 reuses of its node).
 struct Once<M> {
-    generation: u32,
     wheel: WheelRef,
     /// `None` for a free entry, whose `wheel.key.slot` then links the free list.
     msg: Option<M>,
@@ -145,12 +151,10 @@ impl<M> ActorTimers<M> {
         self.generations
     }
 
-    /// Adds a one-shot timer (its wheel entry is set by `arm`, with the slot and
-    /// generation this returns).
-    pub(crate) fn add_once(&mut self, msg: M) -> (u32, u32) {
-        let generation = self.next_generation();
+    /// Adds a one-shot timer; returns its slot. The caller sets its wheel entry (and records
+    /// it with [`ActorTimers::set_wheel`]) before it lets go of the table.
+    pub(crate) fn add_once(&mut self, msg: M) -> u32 {
         let entry = Once {
-            generation,
             wheel: NO_WHEEL,
             msg: Some(msg),
         };
@@ -167,16 +171,40 @@ impl<M> ActorTimers<M> {
             self.once.push(entry);
             slot
         };
-        (slot, generation)
+        slot
     }
 
-    /// Adds an interval whose tick 0 is at `start`.
+    /// A fresh id for a closure timer set outside the pool, whose wheel entry has no name.
+    pub(crate) fn outside_id(&mut self) -> WheelRef {
+        WheelRef {
+            worker: OUTSIDE,
+            key: TimerKey {
+                slot: 0,
+                generation: self.next_generation(),
+            },
+        }
+    }
+
+    /// The handle id of timer `slot` (call after `set_wheel`).
+    pub(crate) fn id(&self, slot: u32) -> WheelRef {
+        if slot & INTERVAL_BIT != 0 {
+            let generation = self.every[(slot & !INTERVAL_BIT) as usize].generation;
+            WheelRef {
+                worker: INTERVAL_ID,
+                key: TimerKey { slot: 0, generation },
+            }
+        } else {
+            self.once[slot as usize].wheel
+        }
+    }
+
+    /// Adds an interval whose tick 0 is at `start`; returns its slot.
     pub(crate) fn add_interval(
         &mut self,
         make: Box<dyn FnMut() -> M + Send>,
         start: Duration,
         period: Duration,
-    ) -> (u32, u32) {
+    ) -> u32 {
         let generation = self.next_generation();
         let slot = self.every.insert(Interval {
             generation,
@@ -190,12 +218,11 @@ impl<M> ActorTimers<M> {
             slot & INTERVAL_BIT == 0,
             "fewer than 2^31 intervals per actor"
         );
-        (slot | INTERVAL_BIT, generation)
+        slot | INTERVAL_BIT
     }
 
     /// Records where the wheel keeps timer `slot`.
-    pub(crate) fn set_wheel(&mut self, slot: u32, wheel: Option<WheelRef>) {
-        let wheel = wheel.unwrap_or(NO_WHEEL);
+    pub(crate) fn set_wheel(&mut self, slot: u32, wheel: WheelRef) {
         if slot & INTERVAL_BIT != 0 {
             if let Some(i) = self.every.get_mut((slot & !INTERVAL_BIT) as usize) {
                 i.wheel = wheel;
@@ -211,17 +238,17 @@ impl<M> ActorTimers<M> {
         Some(tick_time(i.start, i.period, i.tick))
     }
 
-    /// Removes timer `slot` if it is the one of `generation`; returns its wheel entry.
-    pub(crate) fn cancel(&mut self, slot: u32, generation: u32) -> Option<WheelRef> {
+    /// Removes timer `slot` if it is the one of handle id `id`; returns its wheel entry.
+    pub(crate) fn cancel(&mut self, slot: u32, id: WheelRef) -> Option<WheelRef> {
         if slot & INTERVAL_BIT != 0 {
             let idx = (slot & !INTERVAL_BIT) as usize;
-            if self.every.get(idx)?.generation != generation {
+            if id.worker != INTERVAL_ID || self.every.get(idx)?.generation != id.key.generation {
                 return None;
             }
             return Some(self.every.remove(idx).wheel);
         }
         let o = self.once.get_mut(slot as usize)?;
-        if o.generation != generation || o.msg.is_none() {
+        if o.wheel != id || o.msg.is_none() {
             return None;
         }
         let wheel = o.wheel;
@@ -231,13 +258,14 @@ impl<M> ActorTimers<M> {
         Some(wheel)
     }
 
-    /// Timer `slot` of `generation` fired at scheduler time `now`: its message (a one-shot
-    /// timer is then gone), or its interval's maker (the interval's next tick is chosen; the
-    /// caller arms it with `interval_due` and `set_wheel`). `None` if it was cancelled.
-    pub(crate) fn fire(&mut self, slot: u32, generation: u32, now: Duration) -> Option<Fired<M>> {
+    /// The wheel entry `wheel` of timer `slot` fired at scheduler time `now`: its message (a
+    /// one-shot timer is then gone), or its interval's maker (the interval's next tick is
+    /// chosen; the caller arms it with `interval_due` and `set_wheel`). `None` if the timer
+    /// was cancelled (the slot is free or holds another timer).
+    pub(crate) fn fire(&mut self, slot: u32, wheel: WheelRef, now: Duration) -> Option<Fired<M>> {
         if slot & INTERVAL_BIT != 0 {
             let i = self.every.get_mut((slot & !INTERVAL_BIT) as usize)?;
-            if i.generation != generation {
+            if i.wheel != wheel {
                 return None;
             }
             i.tick = next_tick(i.start, i.period, i.tick, now);
@@ -245,7 +273,7 @@ impl<M> ActorTimers<M> {
             return i.make.take().map(Fired::Make);
         }
         let o = self.once.get_mut(slot as usize)?;
-        if o.generation != generation {
+        if o.wheel != wheel {
             return None;
         }
         let msg = o.msg.take()?;
@@ -254,16 +282,17 @@ impl<M> ActorTimers<M> {
         Some(Fired::Msg(msg))
     }
 
-    /// Puts back the maker of interval `slot` after a tick, unless it was cancelled meanwhile
-    /// (then the maker is handed back, to be dropped outside the lock).
+    /// Puts back the maker of interval `slot` (of handle id `id`) after a tick, unless it
+    /// was cancelled meanwhile (then the maker is handed back, to be dropped outside the
+    /// lock).
     pub(crate) fn give_back(
         &mut self,
         slot: u32,
-        generation: u32,
+        id: WheelRef,
         make: Box<dyn FnMut() -> M + Send>,
     ) -> Option<Box<dyn FnMut() -> M + Send>> {
         match self.every.get_mut((slot & !INTERVAL_BIT) as usize) {
-            Some(i) if i.generation == generation => {
+            Some(i) if i.generation == id.key.generation => {
                 i.make = Some(make);
                 None
             }
@@ -271,14 +300,15 @@ impl<M> ActorTimers<M> {
         }
     }
 
-    /// Every wheel entry still pending (when the actor stops, to take them out).
+    /// Every wheel entry still pending (when the actor stops, to take them out; ids of timers
+    /// without a nameable entry are ignored by `Scheduler::cancel_wheel`).
     pub(crate) fn wheel_entries(&self) -> impl Iterator<Item = WheelRef> + '_ {
         self.once
             .iter()
             .filter(|o| o.msg.is_some())
             .map(|o| o.wheel)
             .chain(self.every.iter().map(|(_, i)| i.wheel))
-            .filter(|w| *w != NO_WHEEL)
+            .filter(|w| *w != NO_WHEEL && w.worker != OUTSIDE)
     }
 }
 
@@ -300,12 +330,12 @@ pub(crate) fn next_tick(start: Duration, period: Duration, k: u64, now: Duration
     (k + 1).max(first_after_now)
 }
 
-/// A handle onto a timer of `target`.
-pub(crate) fn handle(target: Weak<dyn TimerControl>, slot: u32, generation: u32) -> TimerHandle {
+/// A handle onto timer `slot` (of handle id `id`) of `target`.
+pub(crate) fn handle(target: Weak<dyn TimerControl>, slot: u32, id: WheelRef) -> TimerHandle {
     TimerHandle {
         target: Some(target),
         slot,
-        generation,
+        id,
     }
 }
 
@@ -332,17 +362,27 @@ mod tests {
         assert_eq!(next_tick(ms(0), ms(100), 1, ms(300)), 4);
     }
 
+    fn wheel(slot: u32, generation: u32) -> WheelRef {
+        WheelRef {
+            worker: 0,
+            key: TimerKey { slot, generation },
+        }
+    }
+
     #[test]
-    fn one_shot_slots_are_reused_with_new_generations() {
+    fn one_shot_slots_are_reused_and_named_by_their_wheel_entry() {
         let mut t = ActorTimers::<u32>::default();
-        let (s1, g1) = t.add_once(1);
-        assert!(t.cancel(s1, g1).is_some());
-        assert!(t.cancel(s1, g1).is_none());
-        let (s2, g2) = t.add_once(2);
+        let s1 = t.add_once(1);
+        t.set_wheel(s1, wheel(5, 1));
+        let id1 = t.id(s1);
+        assert!(t.cancel(s1, id1).is_some());
+        assert!(t.cancel(s1, id1).is_none());
+        let s2 = t.add_once(2);
+        t.set_wheel(s2, wheel(5, 2));
         assert_eq!(s1, s2);
-        assert_ne!(g1, g2);
-        assert!(t.fire(s1, g1, ms(0)).is_none(), "a stale fire finds nothing");
-        assert!(matches!(t.fire(s2, g2, ms(0)), Some(Fired::Msg(2))));
-        assert!(t.fire(s2, g2, ms(0)).is_none());
+        assert!(t.fire(s1, id1, ms(0)).is_none(), "a stale fire finds nothing");
+        assert!(t.cancel(s1, id1).is_none(), "a stale cancel finds nothing");
+        assert!(matches!(t.fire(s2, wheel(5, 2), ms(0)), Some(Fired::Msg(2))));
+        assert!(t.fire(s2, wheel(5, 2), ms(0)).is_none());
     }
 }

@@ -39,6 +39,7 @@ pub(crate) trait Clock: Copy + Ord {
     /// Nanoseconds per tick.
     const TICK_NS: u64;
     /// The epoch of a queue made without one.
+    #[cfg_attr(not(any(test, feature = "testkit")), allow(dead_code))]
     fn default_epoch() -> Self;
     /// Nanoseconds from `epoch` to `self` (0 if before it; saturating).
     fn nanos_since(self, epoch: Self) -> u64;
@@ -86,8 +87,8 @@ pub(crate) struct TimerKey {
 /// A timer that is due.
 pub(crate) struct Timer<T, P> {
     /// Its deadline, rounded up to the tick.
+    #[cfg_attr(not(any(test, feature = "testkit")), allow(dead_code))]
     pub(crate) at: T,
-    #[allow(dead_code)]
     pub(crate) key: TimerKey,
     /// The word the caller stored beside the payload.
     pub(crate) aux: u32,
@@ -140,6 +141,7 @@ pub(crate) struct TimerQueue<T = Instant, P = TimerFn> {
 
 impl<T: Clock, P> TimerQueue<T, P> {
     /// An empty queue whose ticks count from the clock's default epoch (now, for `Instant`).
+    #[cfg_attr(not(any(test, feature = "testkit")), allow(dead_code))]
     pub(crate) fn new() -> TimerQueue<T, P> {
         TimerQueue::with_epoch(T::default_epoch())
     }
@@ -575,10 +577,9 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_node_is_48_bytes() {
-        use crate::actor::scheduler::TimerAction;
-        assert_eq!(std::mem::size_of::<TimerAction>(), 24);
-        assert_eq!(std::mem::size_of::<Node<TimerAction>>(), 48);
+    fn an_actor_timer_node_is_40_bytes() {
+        use crate::actor::scheduler::ActorTimerRef;
+        assert_eq!(std::mem::size_of::<Node<ActorTimerRef>>(), 40);
     }
 
     #[derive(Clone, Debug)]

@@ -72,13 +72,17 @@ impl SimCore {
     }
 
     /// Takes the timers due at `now`, in deadline order (then in the order set): each one's
-    /// trace number, deadline, and what to fire (with its `aux` word).
-    pub(crate) fn take_due(&self, now: Duration) -> Vec<(u64, Duration, u32, TimerAction)> {
+    /// trace number, deadline, key and what to fire (with its `aux` word).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn take_due(
+        &self,
+        now: Duration,
+    ) -> Vec<(u64, Duration, TimerKey, u32, TimerAction)> {
         let mut st = self.state.lock().unwrap();
         let mut due = st.timers.take_due(now);
         let out = due
             .drain(..)
-            .map(|t| (t.payload.0, t.at, t.aux, t.payload.1))
+            .map(|t| (t.payload.0, t.at, t.key, t.aux, t.payload.1))
             .collect();
         st.timers.recycle(due);
         out
