@@ -397,7 +397,7 @@ impl Scheduler {
         let leftover = with_current(self, |w| match w {
             Some(w) => Err(SchedTimer::Local {
                 worker: w.index as u32,
-                key: w.timers.borrow_mut().insert(self.instant(at), 0, f),
+                key: w.timers.borrow_mut().insert_since_epoch(at, 0, f),
             }),
             None => Ok(f),
         });
@@ -439,10 +439,11 @@ impl Scheduler {
         let leftover = with_current(self, |w| match w {
             Some(w) => Err(WheelRef {
                 worker: w.index as u32,
+                // The wheel's epoch is the scheduler's: no round trip through an `Instant`.
                 key: w
                     .actor_timers
                     .borrow_mut()
-                    .insert(self.instant(at), slot, target),
+                    .insert_since_epoch(at, slot, target),
             }),
             None => Ok(target),
         });

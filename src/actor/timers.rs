@@ -188,6 +188,17 @@ impl<T: Clock, P> TimerQueue<T, P> {
     /// cancels it.
     pub(crate) fn insert(&mut self, at: T, aux: u32, payload: P) -> TimerKey {
         let when = self.tick_ceil(at);
+        self.insert_tick(when, aux, payload)
+    }
+
+    /// As [`TimerQueue::insert`], with the deadline given as time since the queue's epoch
+    /// (saves the scheduler a round trip through `T`).
+    pub(crate) fn insert_since_epoch(&mut self, at: Duration, aux: u32, payload: P) -> TimerKey {
+        let nanos = u64::try_from(at.as_nanos()).unwrap_or(u64::MAX);
+        self.insert_tick(nanos.div_ceil(T::TICK_NS), aux, payload)
+    }
+
+    fn insert_tick(&mut self, when: u64, aux: u32, payload: P) -> TimerKey {
         let idx = if self.free != NIL {
             let idx = self.free;
             let n = &mut self.nodes[idx as usize];

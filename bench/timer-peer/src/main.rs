@@ -56,7 +56,11 @@ fn main() {
         .enable_time()
         .build()
         .unwrap();
+    // Allocated and touched before the first RSS sample, as the kendynet side's handles.
     let mut keys: Vec<Key> = Vec::with_capacity(timers);
+    for slot in keys.spare_capacity_mut() {
+        *slot = std::mem::MaybeUninit::zeroed();
+    }
     let (schedule_ns, cancel_ns, bytes_per_timer, fired_per_s) = rt.block_on(async {
         let mut q: DelayQueue<Msg> = DelayQueue::new();
         let rss0 = status_kb("VmRSS:");
@@ -97,7 +101,8 @@ fn main() {
     println!(
         "timer_bench impl=tokio-delayqueue timers={timers} short={short} schedule_ns={schedule_ns:.1} \
          cancel_ns={cancel_ns:.1} fired_per_s={fired_per_s:.0} bytes_per_timer={bytes_per_timer:.1} \
-         peak_rss_mb={:.1}",
+         handle_bytes={} peak_rss_mb={:.1}",
+        std::mem::size_of::<Key>(),
         status_kb("VmHWM:") as f64 / 1024.0
     );
 }
