@@ -76,8 +76,7 @@ impl Actor for Bench {
                 self.partial = Report {
                     schedule_ns: (t1 - t0).as_nanos() as f64 / self.timers as f64,
                     cancel_ns: (t2 - t1).as_nanos() as f64 / self.timers.div_ceil(2) as f64,
-                    bytes_per_timer: (rss1.saturating_sub(rss0) * 1024) as f64
-                        / self.timers as f64,
+                    bytes_per_timer: (rss1.saturating_sub(rss0) * 1024) as f64 / self.timers as f64,
                     fired_per_s: 0.0,
                 };
                 for _ in 0..self.short {

@@ -11,9 +11,9 @@ mod support;
 use kendynet::testkit::Sim;
 use kendynet::{Actor, Context, StopReason, System, TimerHandle};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::Arc;
 use std::time::Duration;
 use support::{WAIT, recv, shutdown_gracefully};
 
@@ -55,11 +55,8 @@ fn a_cancel_that_returns_true_never_delivers_and_one_that_returns_false_did() {
     // One worker, one wheel: a later timer set after them fires after them.
     sink.send_after(Duration::from_millis(20), Got::Fence);
     let mut delivered = HashSet::new();
-    loop {
-        match recv(&rx, "the timers and the fence") {
-            Got::N(i) => assert!(delivered.insert(i), "timer {i} delivered twice"),
-            Got::Fence => break,
-        }
+    while let Got::N(i) = recv(&rx, "the timers and the fence") {
+        assert!(delivered.insert(i), "timer {i} delivered twice");
     }
     for i in 0..n {
         assert!(
@@ -142,11 +139,8 @@ fn the_actors_own_cancel_wins_even_after_the_timer_fired() {
     handles_tx.send(handles).unwrap();
     assert_eq!(recv(&results_rx, "the cancels"), [true; 5]);
     let mut got = Vec::new();
-    loop {
-        match recv(&rx, "the even timers and the fence") {
-            Got::N(i) => got.push(i),
-            Got::Fence => break,
-        }
+    while let Got::N(i) = recv(&rx, "the even timers and the fence") {
+        got.push(i);
     }
     got.sort_unstable();
     assert_eq!(got, [0, 2, 4, 6, 8]);
@@ -218,7 +212,11 @@ fn an_interval_ticks_at_a_fixed_rate_on_the_manual_clock() {
     assert_eq!(sim.pending_timers(), 1, "one tick pending at a time");
     assert!(handle.cancel());
     assert!(!handle.cancel());
-    assert_eq!(sim.pending_timers(), 0, "the wheel entry went with the cancel");
+    assert_eq!(
+        sim.pending_timers(),
+        0,
+        "the wheel entry went with the cancel"
+    );
     sim.advance(Duration::from_secs(5));
     assert_eq!(ticks.load(Ordering::SeqCst), 11, "no tick after the cancel");
 }
@@ -322,7 +320,9 @@ fn timers_set_outside_the_workers_all_fire() {
         })
         .collect();
     got.sort_unstable();
-    let want: Vec<u32> = (0..6).flat_map(|i| (0..5).map(move |k| i * 10 + k)).collect();
+    let want: Vec<u32> = (0..6)
+        .flat_map(|i| (0..5).map(move |k| i * 10 + k))
+        .collect();
     assert_eq!(got, want);
     shutdown_gracefully(system);
 }

@@ -21,7 +21,10 @@ pub(crate) enum SystemMsg {
     Terminated(ActorId, StopReason),
     Registered(String),
     /// The actor's timer in `slot`, whose wheel entry was `wheel`, is due.
-    TimerFired { slot: u32, wheel: WheelRef },
+    TimerFired {
+        slot: u32,
+        wheel: WheelRef,
+    },
 }
 
 /// Something that wants to hear when an actor stops.
@@ -500,11 +503,7 @@ impl<A: Actor> TimerTarget for ActorCell<A> {
 
 impl<A: Actor> TimerControl for ActorCell<A> {
     fn cancel_timer(&self, slot: u32, id: WheelRef) -> bool {
-        let wheel = self
-            .timers
-            .lock()
-            .as_mut()
-            .and_then(|t| t.cancel(slot, id));
+        let wheel = self.timers.lock().as_mut().and_then(|t| t.cancel(slot, id));
         // The message was dropped under the lock; the wheel entry goes too.
         match wheel {
             Some(w) => {

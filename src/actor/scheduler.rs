@@ -31,9 +31,7 @@
 
 use super::timers::{TimerFn, TimerKey, TimerQueue};
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
-use crate::sync::{
-    Arc, AtomicBool, AtomicUsize, IdleWorkers, Mutex, Ordering, Weak, thread_local,
-};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, IdleWorkers, Mutex, Ordering, Weak, thread_local};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::ptr::NonNull;

@@ -158,7 +158,7 @@ impl<M> ActorTimers<M> {
             wheel: NO_WHEEL,
             msg: Some(msg),
         };
-        let slot = if self.free != u32::MAX {
+        if self.free != u32::MAX {
             let slot = self.free;
             self.free = self.once[slot as usize].wheel.key.slot;
             self.once[slot as usize] = entry;
@@ -170,8 +170,7 @@ impl<M> ActorTimers<M> {
                 .expect("fewer than 2^31 timers per actor");
             self.once.push(entry);
             slot
-        };
-        slot
+        }
     }
 
     /// A fresh id for a closure timer set outside the pool, whose wheel entry has no name.
@@ -191,7 +190,10 @@ impl<M> ActorTimers<M> {
             let generation = self.every[(slot & !INTERVAL_BIT) as usize].generation;
             WheelRef {
                 worker: INTERVAL_ID,
-                key: TimerKey { slot: 0, generation },
+                key: TimerKey {
+                    slot: 0,
+                    generation,
+                },
             }
         } else {
             self.once[slot as usize].wheel
@@ -380,9 +382,15 @@ mod tests {
         let s2 = t.add_once(2);
         t.set_wheel(s2, wheel(5, 2));
         assert_eq!(s1, s2);
-        assert!(t.fire(s1, id1, ms(0)).is_none(), "a stale fire finds nothing");
+        assert!(
+            t.fire(s1, id1, ms(0)).is_none(),
+            "a stale fire finds nothing"
+        );
         assert!(t.cancel(s1, id1).is_none(), "a stale cancel finds nothing");
-        assert!(matches!(t.fire(s2, wheel(5, 2), ms(0)), Some(Fired::Msg(2))));
+        assert!(matches!(
+            t.fire(s2, wheel(5, 2), ms(0)),
+            Some(Fired::Msg(2))
+        ));
         assert!(t.fire(s2, wheel(5, 2), ms(0)).is_none());
     }
 }

@@ -339,8 +339,8 @@ impl<T: Clock, P> TimerQueue<T, P> {
             }
             let shift = level as u32 * LEVEL_BITS;
             let now_slot = ((self.elapsed >> shift) & (SLOTS as u64 - 1)) as u32;
-            let slot = (occupied.rotate_right(now_slot).trailing_zeros() + now_slot) as u64
-                % SLOTS as u64;
+            let slot =
+                (occupied.rotate_right(now_slot).trailing_zeros() + now_slot) as u64 % SLOTS as u64;
             let level_start = self.elapsed & !((1u64 << (shift + LEVEL_BITS)) - 1);
             let deadline = level_start + (slot << shift);
             debug_assert!(deadline > self.elapsed);
