@@ -3,7 +3,7 @@
 
 use super::scheduler::{ActorTimerRef, Runnable, Task, TimerTarget, Turn, WheelRef};
 use super::system::{Registered, RegistryError, Stoppable, SystemHandle, SystemInner};
-use super::timer::{self, ActorTimers, Fired, TimerControl, TimerHandle};
+use super::timer::{self, ActorTimers, Fired, TimerHandle};
 use super::{Actor, ActorId, RestartPolicy, StopReason};
 use crate::error::TrySendError;
 use crate::mailbox::{Mailbox, PushError, SchedState};
@@ -20,11 +20,8 @@ pub(crate) enum SystemMsg {
     Watch(Arc<dyn Watcher>),
     Terminated(ActorId, StopReason),
     Registered(String),
-    /// The actor's timer in `slot`, whose wheel entry was `wheel`, is due.
-    TimerFired {
-        slot: u32,
-        wheel: WheelRef,
-    },
+    /// Timers of the actor fired (they wait in its timer table's fired list).
+    TimersFired,
 }
 
 /// Something that wants to hear when an actor stops.
@@ -233,33 +230,39 @@ impl<A: Actor> ActorCell<A> {
             SystemMsg::Terminated(id, reason) => {
                 self.with_context(st, stop, |a, ctx| a.watched_stopped(id, &reason, ctx))
             }
-            SystemMsg::TimerFired { slot, wheel } => self.on_timer(st, stop, slot, wheel),
+            SystemMsg::TimersFired => self.on_timers(st, stop),
         }
     }
 
-    /// Timer `slot` fired: handle its message if it is still pending (an interval is armed
-    /// for its next tick first).
-    fn on_timer(
-        self: &Arc<Self>,
-        st: &mut RunState<A>,
-        stop: &mut Option<StopReason>,
-        slot: u32,
-        wheel: WheelRef,
-    ) {
-        let now = self.system.sched.now();
-        let (fired, id) = {
+    /// Timers fired: handle the message of each that is still pending, in the order fired (an
+    /// interval is armed for its next tick first). Each is taken out under the lock just
+    /// before its handler runs, so a cancel made by an earlier handler still wins.
+    fn on_timers(self: &Arc<Self>, st: &mut RunState<A>, stop: &mut Option<StopReason>) {
+        while stop.is_none() {
+            if !self.next_timer(st, stop) {
+                return;
+            }
+        }
+    }
+
+    /// Handles the next fired timer, if any; returns false when there was none.
+    fn next_timer(self: &Arc<Self>, st: &mut RunState<A>, stop: &mut Option<StopReason>) -> bool {
+        let (fired, id, slot) = {
             let mut timers = self.timers.lock();
             let Some(t) = timers.as_mut() else {
-                return;
+                return false;
             };
-            let fired = t.fire(slot, wheel, now);
+            let Some((slot, wheel)) = t.pop_fired() else {
+                return false;
+            };
+            let fired = t.fire(slot, wheel, || self.system.sched.now());
             let mut id = None;
             if matches!(fired, Some(Fired::Make(_))) {
                 let at = t.interval_due(slot).expect("the interval is pending");
-                self.arm(t, slot, at);
+                self.arm(t, slot, at, &self.timer_target());
                 id = Some(t.id(slot));
             }
-            (fired, id)
+            (fired, id, slot)
         };
         match fired {
             None => {}
@@ -282,15 +285,26 @@ impl<A: Actor> ActorCell<A> {
                 drop(unused);
             }
         }
+        true
+    }
+
+    /// What the wheel and the handles hold of this cell: a weak reference.
+    fn timer_target(self: &Arc<Self>) -> ActorTimerRef {
+        Arc::downgrade(self) as Weak<dyn TimerTarget>
     }
 
     /// Sets the wheel entry of timer `slot` due at scheduler time `at` and records it: in
     /// this worker's actor wheel (or the test kit's queue), or, outside the pool, as a
     /// closure timer on the workers in turn.
-    fn arm(self: &Arc<Self>, t: &mut ActorTimers<A::Msg>, slot: u32, at: Duration) {
-        let target: ActorTimerRef = Arc::downgrade(self) as Weak<dyn TimerTarget>;
+    fn arm(
+        self: &Arc<Self>,
+        t: &mut ActorTimers<A::Msg>,
+        slot: u32,
+        at: Duration,
+        target: &ActorTimerRef,
+    ) {
         let sched = &self.system.sched;
-        let wheel = match sched.set_actor_timer(at, target, slot) {
+        let wheel = match sched.set_actor_timer(at, target.clone(), slot) {
             Some(wheel) => wheel,
             None => {
                 let id = t.outside_id();
@@ -299,7 +313,7 @@ impl<A: Actor> ActorCell<A> {
                     at,
                     Box::new(move || {
                         if let Some(cell) = cell.upgrade() {
-                            cell.timer_due(slot, id);
+                            cell.timers_due(&mut std::iter::once((slot, id)));
                         }
                     }),
                 );
@@ -321,10 +335,11 @@ impl<A: Actor> ActorCell<A> {
         }
         let t = timers.get_or_insert_with(Box::default);
         let slot = t.add_once(msg);
-        self.arm(t, slot, at);
+        let target = self.timer_target();
+        self.arm(t, slot, at, &target);
         let id = t.id(slot);
         drop(timers);
-        timer::handle(Arc::downgrade(self) as Weak<dyn TimerControl>, slot, id)
+        timer::handle(target, slot, id)
     }
 
     /// Sets an interval whose ticks `make` the message, the first one `period` from now.
@@ -344,10 +359,11 @@ impl<A: Actor> ActorCell<A> {
         let t = timers.get_or_insert_with(Box::default);
         let slot = t.add_interval(make, start, period);
         let at = t.interval_due(slot).expect("just added");
-        self.arm(t, slot, at);
+        let target = self.timer_target();
+        self.arm(t, slot, at, &target);
         let id = t.id(slot);
         drop(timers);
-        timer::handle(Arc::downgrade(self) as Weak<dyn TimerControl>, slot, id)
+        timer::handle(target, slot, id)
     }
 
     /// Drops every pending timer (the actor stops or restarts) and takes their entries out
@@ -427,7 +443,7 @@ impl<A: Actor> ActorCell<A> {
             match msg {
                 SystemMsg::Watch(w) => st.watchers.push(w),
                 SystemMsg::Registered(name) => st.names.push(name),
-                SystemMsg::Stop(_) | SystemMsg::Terminated(..) | SystemMsg::TimerFired { .. } => {}
+                SystemMsg::Stop(_) | SystemMsg::Terminated(..) | SystemMsg::TimersFired => {}
             }
         }
         // After the mailbox closed: no timer can be added any more.
@@ -496,12 +512,17 @@ fn count_started(started: &AtomicU64) {
 }
 
 impl<A: Actor> TimerTarget for ActorCell<A> {
-    fn timer_due(self: Arc<Self>, slot: u32, wheel: WheelRef) {
-        let _ = self.push_system(SystemMsg::TimerFired { slot, wheel });
+    fn timers_due(self: Arc<Self>, due: &mut dyn Iterator<Item = (u32, WheelRef)>) {
+        let tell = self
+            .timers
+            .lock()
+            .as_mut()
+            .is_some_and(|t| t.push_fired(due));
+        if tell {
+            let _ = self.push_system(SystemMsg::TimersFired);
+        }
     }
-}
 
-impl<A: Actor> TimerControl for ActorCell<A> {
     fn cancel_timer(&self, slot: u32, id: WheelRef) -> bool {
         let wheel = self.timers.lock().as_mut().and_then(|t| t.cancel(slot, id));
         // The message was dropped under the lock; the wheel entry goes too.

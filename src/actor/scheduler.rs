@@ -159,8 +159,12 @@ pub(crate) trait Manual: Send + Sync {
 
 /// Something with timers of its own (an actor), told when one of them falls due.
 pub(crate) trait TimerTarget: Send + Sync + 'static {
-    /// Its timer in slot `slot`, whose wheel entry was `wheel`, is due.
-    fn timer_due(self: Arc<Self>, slot: u32, wheel: WheelRef);
+    /// Timers of it are due: each one's slot and wheel entry (a batch: the timers of one
+    /// target that fall due together reach it in one call).
+    fn timers_due(self: Arc<Self>, due: &mut dyn Iterator<Item = (u32, WheelRef)>);
+    /// Cancels its timer in slot `slot` if that is still the one of handle id `id`; returns
+    /// whether it did (see `TimerHandle::cancel`).
+    fn cancel_timer(&self, slot: u32, id: WheelRef) -> bool;
 }
 
 /// An actor timer's wheel entry: only a weak reference (16 bytes), so that a pending timer
@@ -168,9 +172,10 @@ pub(crate) trait TimerTarget: Send + Sync + 'static {
 pub(crate) type ActorTimerRef = Weak<dyn TimerTarget>;
 
 /// Tells the actor behind `target`, if it still exists, that its timer is due.
+#[cfg(feature = "testkit")]
 pub(crate) fn fire_actor_timer(target: ActorTimerRef, slot: u32, wheel: WheelRef) {
     if let Some(target) = target.upgrade() {
-        target.timer_due(slot, wheel);
+        target.timers_due(&mut std::iter::once((slot, wheel)));
     }
 }
 
@@ -671,13 +676,26 @@ impl WorkerLocal {
         }
         self.timers.borrow_mut().recycle(due);
         let mut due = self.actor_timers.borrow_mut().take_due(now);
-        for t in due.drain(..) {
-            let wheel = WheelRef {
-                worker: self.index as u32,
-                key: t.key,
-            };
-            fire_actor_timer(t.payload, t.aux, wheel);
+        // Consecutive timers of one actor go to it as one batch: one upgrade, one lock of its
+        // timer table, at most one notice in its mailbox.
+        let worker = self.index as u32;
+        let mut rest = &due[..];
+        while let Some(first) = rest.first() {
+            let run = rest
+                .iter()
+                .position(|t| !Weak::ptr_eq(&t.payload, &first.payload))
+                .unwrap_or(rest.len());
+            if let Some(target) = first.payload.upgrade() {
+                let mut batch = rest[..run].iter().map(|t| {
+                    let wheel = WheelRef { worker, key: t.key };
+                    (t.aux, wheel)
+                });
+                target.timers_due(&mut batch);
+            }
+            rest = &rest[run..];
         }
+        // The weak references go here, outside the wheel's borrow.
+        due.clear();
         self.actor_timers.borrow_mut().recycle(due);
     }
 
@@ -829,7 +847,10 @@ mod tests {
 
     struct Nobody;
     impl TimerTarget for Nobody {
-        fn timer_due(self: Arc<Self>, _: u32, _: WheelRef) {}
+        fn timers_due(self: Arc<Self>, _: &mut dyn Iterator<Item = (u32, WheelRef)>) {}
+        fn cancel_timer(&self, _: u32, _: WheelRef) -> bool {
+            false
+        }
     }
 
     /// Timers set outside the pool go to the workers in turn, not all to worker 0 (actors'

@@ -2,10 +2,13 @@
 //!
 //! An actor's pending timers live in its cell, behind a small lock that messages never take:
 //! what each one delivers (the message, or the interval's message maker) sits in a slot of
-//! the actor's own table, and the worker's wheel holds only a weak reference to the cell plus
-//! the slot's number and generation. When the wheel fires, the actor is told on its system
-//! lane (no allocation); its next turn takes the message out of the slot, if it is still
-//! there, and handles it. So:
+//! the actor's own table (a one-shot slot is 12 bytes plus the message), and the worker's
+//! actor wheel holds only a weak reference to the cell with the slot's number (a 40-byte
+//! node). The slot remembers the key of its wheel entry, which names the timer. When the
+//! wheel fires, the timers of one actor that fall due together are appended to its table's
+//! fired list in one batch, and one notice goes to its system lane (no allocation); its
+//! next turn takes each message out of its slot, if it is still there, just before handling
+//! it. So:
 //!
 //! - **A cancel that returns `true` means the message is never delivered**, from whatever
 //!   thread it is made: cancelling and taking the message out both happen under the cell's
@@ -18,10 +21,11 @@
 //! - Cancelling also takes the entry out of the wheel: at once on the worker that holds it,
 //!   else at that worker's next loop.
 
-use super::scheduler::WheelRef;
+use super::scheduler::{ActorTimerRef, WheelRef};
 use super::timers::TimerKey;
 use crate::sync::Weak;
 use slab::Slab;
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
@@ -49,7 +53,7 @@ const NO_WHEEL: WheelRef = WheelRef {
 /// timer. It holds only a weak reference: it does not keep the actor alive.
 #[derive(Clone)]
 pub struct TimerHandle {
-    target: Option<Weak<dyn TimerControl>>,
+    target: Option<ActorTimerRef>,
     slot: u32,
     /// Which timer of that slot: a one-shot timer's wheel entry, an interval's generation.
     id: WheelRef,
@@ -93,11 +97,6 @@ impl TimerHandle {
     }
 }
 
-/// The object-safe side of a cell's timers that a [`TimerHandle`] reaches.
-pub(crate) trait TimerControl: Send + Sync + 'static {
-    fn cancel_timer(&self, slot: u32, id: WheelRef) -> bool;
-}
-
 /// A pending one-shot timer of an actor: 12 bytes plus the message. Its wheel entry names it
 /// (a wheel reuses an entry's key only after 2^32 reuses of its node).
 struct Once<M> {
@@ -132,6 +131,9 @@ pub(crate) struct ActorTimers<M> {
     free: u32,
     every: Slab<Interval<M>>,
     generations: u32,
+    /// Timers the wheels fired that the actor has not looked at yet (slot, wheel entry).
+    /// A `TimersFired` notice is queued whenever this turns non-empty.
+    fired: VecDeque<(u32, WheelRef)>,
 }
 
 impl<M> Default for ActorTimers<M> {
@@ -141,11 +143,25 @@ impl<M> Default for ActorTimers<M> {
             free: u32::MAX,
             every: Slab::new(),
             generations: 0,
+            fired: VecDeque::new(),
         }
     }
 }
 
 impl<M> ActorTimers<M> {
+    /// Records timers the wheel fired; returns whether the list was empty before (then the
+    /// actor must be told).
+    pub(crate) fn push_fired(&mut self, due: &mut dyn Iterator<Item = (u32, WheelRef)>) -> bool {
+        let was_empty = self.fired.is_empty();
+        self.fired.extend(due);
+        was_empty && !self.fired.is_empty()
+    }
+
+    /// The next fired timer to look at.
+    pub(crate) fn pop_fired(&mut self) -> Option<(u32, WheelRef)> {
+        self.fired.pop_front()
+    }
+
     fn next_generation(&mut self) -> u32 {
         self.generations = self.generations.wrapping_add(1);
         self.generations
@@ -260,17 +276,23 @@ impl<M> ActorTimers<M> {
         Some(wheel)
     }
 
-    /// The wheel entry `wheel` of timer `slot` fired at scheduler time `now`: its message (a
+    /// The wheel entry `wheel` of timer `slot` fired (`now` reads the scheduler's clock, for
+    /// an interval): its message (a
     /// one-shot timer is then gone), or its interval's maker (the interval's next tick is
     /// chosen; the caller arms it with `interval_due` and `set_wheel`). `None` if the timer
     /// was cancelled (the slot is free or holds another timer).
-    pub(crate) fn fire(&mut self, slot: u32, wheel: WheelRef, now: Duration) -> Option<Fired<M>> {
+    pub(crate) fn fire(
+        &mut self,
+        slot: u32,
+        wheel: WheelRef,
+        now: impl FnOnce() -> Duration,
+    ) -> Option<Fired<M>> {
         if slot & INTERVAL_BIT != 0 {
             let i = self.every.get_mut((slot & !INTERVAL_BIT) as usize)?;
             if i.wheel != wheel {
                 return None;
             }
-            i.tick = next_tick(i.start, i.period, i.tick, now);
+            i.tick = next_tick(i.start, i.period, i.tick, now());
             i.wheel = NO_WHEEL;
             return i.make.take().map(Fired::Make);
         }
@@ -333,7 +355,7 @@ pub(crate) fn next_tick(start: Duration, period: Duration, k: u64, now: Duration
 }
 
 /// A handle onto timer `slot` (of handle id `id`) of `target`.
-pub(crate) fn handle(target: Weak<dyn TimerControl>, slot: u32, id: WheelRef) -> TimerHandle {
+pub(crate) fn handle(target: ActorTimerRef, slot: u32, id: WheelRef) -> TimerHandle {
     TimerHandle {
         target: Some(target),
         slot,
@@ -383,14 +405,14 @@ mod tests {
         t.set_wheel(s2, wheel(5, 2));
         assert_eq!(s1, s2);
         assert!(
-            t.fire(s1, id1, ms(0)).is_none(),
+            t.fire(s1, id1, || ms(0)).is_none(),
             "a stale fire finds nothing"
         );
         assert!(t.cancel(s1, id1).is_none(), "a stale cancel finds nothing");
         assert!(matches!(
-            t.fire(s2, wheel(5, 2), ms(0)),
+            t.fire(s2, wheel(5, 2), || ms(0)),
             Some(Fired::Msg(2))
         ));
-        assert!(t.fire(s2, wheel(5, 2), ms(0)).is_none());
+        assert!(t.fire(s2, wheel(5, 2), || ms(0)).is_none());
     }
 }
