@@ -18,10 +18,11 @@
 //! `SeqCst` fence, and wakes a worker whose flag it manages to clear. One of the two always
 //! sees the other, so no task waits while every worker sleeps.
 //!
-//! Actor timers live on the workers too: each worker has a timing wheel (`timers.rs`); a timer
-//! set on a worker joins that worker's wheel, one set from another thread goes to the workers
-//! in turn, and a parked worker's wait ends at its next deadline. A worker with no pending
-//! timer pays one branch per loop for them.
+//! Timers live on the workers too: each worker has two timing wheels (`timers.rs`), one for
+//! actors' own timers (a node holds a weak reference to the actor and its timer's slot) and
+//! one for closures. A timer set on a worker joins that worker's wheel, one set from another
+//! thread goes to the workers in turn (as a closure), and a parked worker's wait ends at its
+//! next deadline. A worker with no pending timer pays two branches per loop for them.
 //!
 //! With the `testkit` feature a scheduler can also be built without workers
 //! ([`Scheduler::new_manual`]): tasks and timers then go to a [`Manual`] driver (the test kit's
