@@ -277,11 +277,13 @@ impl<A: Actor> ActorCell<A> {
                     a.handle(msg, ctx);
                 });
                 let id = id.expect("an interval has an id");
-                let unused = self
-                    .timers
-                    .lock()
-                    .as_mut()
-                    .and_then(|t| t.give_back(slot, id, make));
+                let mut timers = self.timers.lock();
+                let unused = match timers.as_mut() {
+                    Some(t) => t.give_back(slot, id, make),
+                    None => Some(make),
+                };
+                // A maker no longer wanted is dropped outside the lock.
+                drop(timers);
                 drop(unused);
             }
         }
@@ -524,11 +526,11 @@ impl<A: Actor> TimerTarget for ActorCell<A> {
     }
 
     fn cancel_timer(&self, slot: u32, id: WheelRef) -> bool {
-        let wheel = self.timers.lock().as_mut().and_then(|t| t.cancel(slot, id));
-        // The message was dropped under the lock; the wheel entry goes too.
-        match wheel {
-            Some(w) => {
-                self.system.sched.cancel_wheel(w);
+        let cancelled = self.timers.lock().as_mut().and_then(|t| t.cancel(slot, id));
+        // The lock is released: the message is dropped here, and the wheel entry goes too.
+        match cancelled {
+            Some(c) => {
+                self.system.sched.cancel_wheel(c.wheel);
                 true
             }
             None => false,

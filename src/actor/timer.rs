@@ -118,6 +118,14 @@ struct Interval<M> {
     tick: u64,
 }
 
+/// A cancelled timer: its wheel entry, and what it would have delivered, for the caller to
+/// drop once the table's lock is released (a message's destructor may set a timer).
+pub(crate) struct Cancelled<M> {
+    pub(crate) wheel: WheelRef,
+    _msg: Option<M>,
+    _make: Option<Box<dyn FnMut() -> M + Send>>,
+}
+
 /// What a fired timer hands the actor's turn.
 pub(crate) enum Fired<M> {
     Msg(M),
@@ -257,23 +265,32 @@ impl<M> ActorTimers<M> {
     }
 
     /// Removes timer `slot` if it is the one of handle id `id`; returns its wheel entry.
-    pub(crate) fn cancel(&mut self, slot: u32, id: WheelRef) -> Option<WheelRef> {
+    pub(crate) fn cancel(&mut self, slot: u32, id: WheelRef) -> Option<Cancelled<M>> {
         if slot & INTERVAL_BIT != 0 {
             let idx = (slot & !INTERVAL_BIT) as usize;
             if id.worker != INTERVAL_ID || self.every.get(idx)?.generation != id.key.generation {
                 return None;
             }
-            return Some(self.every.remove(idx).wheel);
+            let i = self.every.remove(idx);
+            return Some(Cancelled {
+                wheel: i.wheel,
+                _msg: None,
+                _make: i.make,
+            });
         }
         let o = self.once.get_mut(slot as usize)?;
         if o.wheel != id || o.msg.is_none() {
             return None;
         }
         let wheel = o.wheel;
-        o.msg = None;
+        let msg = o.msg.take();
         o.wheel.key.slot = self.free;
         self.free = slot;
-        Some(wheel)
+        Some(Cancelled {
+            wheel,
+            _msg: msg,
+            _make: None,
+        })
     }
 
     /// The wheel entry `wheel` of timer `slot` fired (`now` reads the scheduler's clock, for
