@@ -953,6 +953,49 @@ impl<A: Actor> Context<'_, A> {
     /// skipped, and the next one is the first of the original phase that is still ahead
     /// (no catch-up burst). Cancel it with the returned handle; it stops with the actor.
     ///
+    /// # Example
+    ///
+    /// ```
+    /// use kendynet::{Actor, Context, System, TimerHandle};
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    ///
+    /// /// A room that ticks every 10 ms and stops ticking after three.
+    /// struct Room {
+    ///     tick: Option<TimerHandle>,
+    ///     ticks: u64,
+    ///     out: mpsc::Sender<u64>,
+    /// }
+    ///
+    /// impl Actor for Room {
+    ///     type Msg = u64;
+    ///     fn started(&mut self, ctx: &mut Context<Self>) {
+    ///         let mut k = 0;
+    ///         self.tick = Some(ctx.run_interval(Duration::from_millis(10), move || {
+    ///             k += 1;
+    ///             k
+    ///         }));
+    ///     }
+    ///     fn handle(&mut self, k: u64, ctx: &mut Context<Self>) {
+    ///         self.ticks += 1;
+    ///         self.out.send(k).unwrap();
+    ///         if self.ticks == 3 {
+    ///             let cancelled = ctx.cancel_timer(self.tick.as_ref().unwrap());
+    ///             assert!(cancelled); // no fourth tick will be handled
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let system = System::builder().workers(1).build()?;
+    /// let (tx, rx) = mpsc::channel();
+    /// system.spawn(Room { tick: None, ticks: 0, out: tx });
+    /// let wait = Duration::from_secs(5);
+    /// let ticks: Vec<u64> = (0..3).map(|_| rx.recv_timeout(wait).unwrap()).collect();
+    /// assert_eq!(ticks, [1, 2, 3]);
+    /// system.shutdown(wait);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
     /// # Panics
     /// If `period` is zero.
     pub fn run_interval(
