@@ -28,6 +28,7 @@ use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
+mod stop;
 mod timers;
 
 /// Models run with a small preemption bound unless the environment says otherwise.
@@ -426,3 +427,6 @@ fn shutdown_racing_a_sender_finishes_and_refuses_later_sends() {
         assert!(matches!(actor.send(9), Err(TrySendError::Closed(9))));
     });
 }
+
+mod blocking;
+mod groups;

@@ -50,8 +50,9 @@ pub mod runtime;
 pub mod testkit;
 
 pub use actor::{
-    Actor, ActorId, Addr, Context, Pool, PoolRouting, Recipient, RegistryError, RestartPolicy,
-    SpawnOptions, StopReason, SystemHandle, TimerHandle,
+    Actor, ActorId, Addr, Context, DEFAULT_STALL_THRESHOLD, DroppedMessages, Group, GroupEvent,
+    Pool, PoolRouting, Recipient, RegistryError, RestartPolicy, SpawnOptions, Stall, StopReason,
+    Strategy, Supervisor, SupervisorRef, SupervisorSpec, SystemHandle, TimerHandle,
 };
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};

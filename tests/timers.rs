@@ -326,3 +326,40 @@ fn timers_set_outside_the_workers_all_fire() {
     assert_eq!(got, want);
     shutdown_gracefully(system);
 }
+
+/// An actor on a thread of its own keeps the timer API: its timers are set outside the
+/// workers (closure timers on the workers in turn), fire, and cancel exactly.
+#[test]
+fn a_dedicated_actors_timers_fire_and_cancel() {
+    struct Worker {
+        out: Sender<Got>,
+    }
+    enum WMsg {
+        Arm,
+        Got(Got),
+    }
+    impl Actor for Worker {
+        type Msg = WMsg;
+        fn handle(&mut self, msg: WMsg, ctx: &mut Context<Self>) {
+            match msg {
+                WMsg::Arm => {
+                    let a = ctx.send_self_after(Duration::from_millis(1), WMsg::Got(Got::N(1)));
+                    let b = ctx.send_self_after(Duration::from_millis(1), WMsg::Got(Got::N(2)));
+                    assert!(ctx.cancel_timer(&b), "cancelled before it could fire");
+                    let _ = a;
+                    ctx.send_self_after(Duration::from_millis(20), WMsg::Got(Got::Fence));
+                }
+                WMsg::Got(g) => {
+                    let _ = self.out.send(g);
+                }
+            }
+        }
+    }
+    let system = System::builder().workers(2).build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let w = system.spawn_dedicated(Worker { out: tx }).unwrap();
+    w.send(WMsg::Arm).unwrap();
+    assert_eq!(recv(&rx, "the first timer"), Got::N(1));
+    assert_eq!(recv(&rx, "the fence"), Got::Fence);
+    shutdown_gracefully(system);
+}

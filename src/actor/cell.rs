@@ -2,6 +2,7 @@
 //! onto it ([`Addr`], [`Recipient`]) and the [`Context`] a handler gets.
 
 use super::scheduler::{ActorTimerRef, Runnable, Task, TimerTarget, Turn, WheelRef};
+use super::stall::TurnMark;
 use super::system::{Registered, RegistryError, Stoppable, SystemHandle, SystemInner};
 use super::timer::{self, ActorTimers, Fired, TimerHandle};
 use super::{Actor, ActorId, RestartPolicy, StopReason};
@@ -16,7 +17,16 @@ use std::time::{Duration, Instant};
 
 /// Control messages, on the mailbox's system lane.
 pub(crate) enum SystemMsg {
+    /// Stop after the message in hand; what is queued is dropped (and counted).
     Stop(StopReason),
+    /// Handle what is queued (the mailbox already refuses new user messages), then stop.
+    Drain(StopReason),
+    /// A supervisor takes the instance down (its `stopped` runs); messages keep queuing.
+    /// The token is dropped once that is done (or the actor is gone).
+    Suspend(Option<Done>),
+    /// A supervisor brings a suspended actor back with a fresh instance; the token is
+    /// dropped once its `started` has run (or the actor is gone).
+    Restart(Option<Done>),
     Watch(Arc<dyn Watcher>),
     Terminated(ActorId, StopReason),
     Registered(String),
@@ -24,28 +34,48 @@ pub(crate) enum SystemMsg {
     TimersFired,
 }
 
+/// Dropped when a step that a supervisor waits for is over, whichever way.
+pub(crate) type Done = Box<dyn Send>;
+
+/// Where a supervised child reports that its instance failed.
+pub(crate) trait SupervisorLink: Send + Sync + 'static {
+    /// The child `id` lost its instance (a panic); it is suspended until told to restart.
+    /// Returns false if the supervisor is gone (the child then stops for good).
+    fn child_failed(&self, id: ActorId, reason: StopReason) -> bool;
+}
+
 /// Something that wants to hear when an actor stops.
 pub(crate) trait Watcher: Send + Sync + 'static {
     fn notify_stopped(self: Arc<Self>, id: ActorId, reason: StopReason);
 }
 
-/// A factory and the record of recent restarts.
+/// A factory, and who decides on restarts: the actor itself by a policy (with the record of
+/// recent restarts), or a supervisor.
 struct Restart<A> {
     factory: Box<dyn FnMut() -> A + Send>,
-    policy: RestartPolicy,
+    decides: Decides,
     recent: VecDeque<Instant>,
+}
+
+enum Decides {
+    Policy(RestartPolicy),
+    Supervisor(Arc<dyn SupervisorLink>),
 }
 
 impl<A> Restart<A> {
     fn allow(&mut self, now: Instant) -> bool {
+        let Decides::Policy(policy) = &self.decides else {
+            return false;
+        };
+        let policy = *policy;
         while self
             .recent
             .front()
-            .is_some_and(|t| now.duration_since(*t) > self.policy.within)
+            .is_some_and(|t| now.duration_since(*t) > policy.within)
         {
             self.recent.pop_front();
         }
-        if self.recent.len() as u32 >= self.policy.max_restarts {
+        if self.recent.len() as u32 >= policy.max_restarts {
             return false;
         }
         self.recent.push_back(now);
@@ -62,10 +92,18 @@ struct RunState<A: Actor> {
     names: Vec<String>,
     /// Boxed: most actors are not supervised, and each spawned actor's size counts.
     restart: Option<Box<Restart<A>>>,
+    /// Set by a draining stop: stop with this reason once the mailbox is empty.
+    draining: Option<StopReason>,
+    /// The instance is gone until a supervisor restarts it; messages wait.
+    suspended: bool,
 }
 
 pub(crate) struct ActorCell<A: Actor> {
     pub(crate) id: ActorId,
+    /// How far below a top-level actor it was spawned (children stop before parents).
+    pub(crate) depth: u32,
+    /// Whether a supervisor decides on its restarts.
+    supervised: bool,
     sched: SchedState,
     mailbox: Mailbox<A::Msg, SystemMsg>,
     pub(crate) system: Arc<SystemInner>,
@@ -81,6 +119,11 @@ pub(crate) struct ActorCell<A: Actor> {
     /// lock; setting, firing and cancelling a timer do.
     timers: SpinLock<Option<Box<ActorTimers<A::Msg>>>>,
     run: UnsafeCell<RunState<A>>,
+    /// 1 if its turns run on a thread of its own instead of the workers (see `blocking`).
+    /// A byte in the padding beside `sched`, where a pointer would grow every cell; a `u8`,
+    /// not a `bool`, so that it offers no niche and leaves the layout of the hot fields as it
+    /// was.
+    dedicated: u8,
 }
 
 // SAFETY: `run` is only touched by the thread that moved `sched` to RUNNING (see `run_turn`),
@@ -88,15 +131,18 @@ pub(crate) struct ActorCell<A: Actor> {
 unsafe impl<A: Actor> Sync for ActorCell<A> {}
 
 impl<A: Actor> ActorCell<A> {
-    pub(crate) fn new(
+    fn new(
         id: ActorId,
         actor: A,
         system: Arc<SystemInner>,
         capacity: usize,
-        restart: Option<(Box<dyn FnMut() -> A + Send>, RestartPolicy)>,
+        depth: u32,
+        restart: Option<(Box<dyn FnMut() -> A + Send>, Decides)>,
     ) -> ActorCell<A> {
         ActorCell {
             id,
+            depth,
+            supervised: matches!(restart, Some((_, Decides::Supervisor(_)))),
             sched: SchedState::new(),
             mailbox: Mailbox::new(capacity),
             system,
@@ -110,14 +156,33 @@ impl<A: Actor> ActorCell<A> {
                 started: false,
                 watchers: Vec::new(),
                 names: Vec::new(),
-                restart: restart.map(|(factory, policy)| {
+                restart: restart.map(|(factory, decides)| {
                     Box::new(Restart {
                         factory,
-                        policy,
+                        decides,
                         recent: VecDeque::new(),
                     })
                 }),
+                draining: None,
+                suspended: false,
             }),
+            dedicated: 0,
+        }
+    }
+
+    /// Runs the actor's turns on a thread of its own (set before the cell is shared).
+    fn with_dedicated(mut self, dedicated: bool) -> ActorCell<A> {
+        self.dedicated = u8::from(dedicated);
+        self
+    }
+
+    /// Queues the actor's next turn: on the workers, or on its own thread (as `notify`).
+    #[inline]
+    fn schedule_turn(&self) {
+        if self.dedicated != 0 {
+            self.system.blocking.schedule_dedicated(self.id);
+        } else {
+            self.system.sched.schedule(Task::of_dyn(self));
         }
     }
 
@@ -136,7 +201,11 @@ impl<A: Actor> ActorCell<A> {
     /// Queues the actor for a worker if this notification made it runnable.
     pub(crate) fn notify(self: &Arc<Self>) {
         if self.sched.notify() {
-            self.system.sched.schedule(Task::of(self));
+            if self.dedicated != 0 {
+                self.system.blocking.schedule_dedicated(self.id);
+            } else {
+                self.system.sched.schedule(Task::of(self));
+            }
         }
     }
 
@@ -184,33 +253,104 @@ impl<A: Actor> ActorCell<A> {
         let outcome = catch_unwind(AssertUnwindSafe(|| f(actor, &mut ctx)));
         if let Err(payload) = outcome {
             self.on_panic(st, stop, panic_message(payload.as_ref()));
+        } else if stop.is_some()
+            && self.supervised
+            && matches!(stop, Some(StopReason::RestartLimit(_)))
+        {
+            // A supervised supervisor gave up (`Context::fail`): its parent decides.
+            let reason = stop.take().expect("matched");
+            self.on_failure(st, stop, reason);
         }
     }
 
-    /// A handler panicked: restart in place if the policy allows, otherwise stop.
+    /// A handler panicked.
     fn on_panic(
         self: &Arc<Self>,
         st: &mut RunState<A>,
         stop: &mut Option<StopReason>,
         msg: String,
     ) {
+        self.on_failure(st, stop, StopReason::Panicked(msg));
+    }
+
+    /// The instance failed (a panic, or a supervisor child giving up): restart in place if
+    /// the policy allows, hand the decision to the supervisor, or stop.
+    fn on_failure(
+        self: &Arc<Self>,
+        st: &mut RunState<A>,
+        stop: &mut Option<StopReason>,
+        reason: StopReason,
+    ) {
         let Some(restart) = st.restart.as_mut() else {
-            *stop = Some(StopReason::Panicked(msg));
+            *stop = Some(reason);
             return;
         };
+        if let Decides::Supervisor(link) = &restart.decides {
+            let link = link.clone();
+            self.suspend(st, stop);
+            if !link.child_failed(self.id, reason.clone()) {
+                *stop = Some(reason);
+            }
+            return;
+        }
         if !restart.allow(Instant::now()) {
+            let msg = match reason {
+                StopReason::Panicked(m) | StopReason::RestartLimit(m) => m,
+                other => other.to_string(),
+            };
             *stop = Some(StopReason::RestartLimit(msg));
             return;
         }
-        // The broken instance is dropped without `stopped`: its state is suspect. Its timers
-        // go with it (the fresh one sets its own in `started`).
+        self.suspend(st, stop);
+        self.restart(st, stop);
+    }
+
+    /// Takes the instance down for a restart: its `stopped` runs (it may find its state
+    /// broken by a panic), then it is dropped. The messages of the interrupted batch go back
+    /// to the front of the mailbox, for the next instance.
+    fn suspend(self: &Arc<Self>, st: &mut RunState<A>, stop: &mut Option<StopReason>) {
+        if st.suspended {
+            return;
+        }
+        st.suspended = true;
+        // The instance's timers go with it (the next one sets its own in `started`).
         self.drop_timers();
-        let old = st.actor.take();
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(old)));
-        let fresh = catch_unwind(AssertUnwindSafe(|| (restart.factory)()));
-        match fresh {
+        if let Some(mut actor) = st.actor.take() {
+            let mut ignored = None;
+            let mut ctx = Context {
+                cell: self,
+                stop: &mut ignored,
+            };
+            let _ = catch_unwind(AssertUnwindSafe(|| actor.stopped(&mut ctx)));
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(actor)));
+        }
+        if !st.batch.is_empty() {
+            let batch = std::mem::take(&mut st.batch);
+            if !self.mailbox.push_front_batch_map(batch.into_iter(), |m| m) {
+                *stop = Some(StopReason::Normal);
+            }
+        }
+        // This turn must look at the mailbox again before going idle.
+        self.sched.notify();
+    }
+
+    /// Brings a suspended actor back: a fresh instance from the factory runs `started`, and
+    /// the layer above (the runtime) re-announces what the actor owns, in front of what is
+    /// queued.
+    fn restart(self: &Arc<Self>, st: &mut RunState<A>, stop: &mut Option<StopReason>) {
+        if !st.suspended {
+            return;
+        }
+        let Some(restart) = st.restart.as_mut() else {
+            return;
+        };
+        match catch_unwind(AssertUnwindSafe(|| (restart.factory)())) {
             Ok(actor) => {
                 st.actor = Some(actor);
+                st.suspended = false;
+                // What waited while it was suspended is taken before this turn goes idle.
+                self.sched.notify();
+                self.system.actor_restarted(self.id);
                 self.with_context(st, stop, |a, ctx| a.started(ctx));
             }
             Err(p) => *stop = Some(StopReason::Panicked(panic_message(p.as_ref()))),
@@ -225,6 +365,19 @@ impl<A: Actor> ActorCell<A> {
     ) {
         match msg {
             SystemMsg::Stop(reason) => *stop = Some(reason),
+            SystemMsg::Drain(reason) => {
+                if st.draining.is_none() {
+                    st.draining = Some(reason);
+                }
+            }
+            SystemMsg::Suspend(done) => {
+                self.suspend(st, stop);
+                drop(done);
+            }
+            SystemMsg::Restart(done) => {
+                self.restart(st, stop);
+                drop(done);
+            }
             SystemMsg::Watch(w) => st.watchers.push(w),
             SystemMsg::Registered(name) => st.names.push(name),
             SystemMsg::Terminated(id, reason) => {
@@ -330,7 +483,7 @@ impl<A: Actor> ActorCell<A> {
         let mut timers = self.timers.lock();
         // Checked under the lock: `drop_timers` (after the mailbox closes) takes the table
         // under it too, so a timer added here is either refused or dropped there.
-        if self.mailbox.is_closed() {
+        if self.mailbox.refuses_users() {
             drop(timers);
             drop(msg);
             return TimerHandle::inert();
@@ -353,7 +506,7 @@ impl<A: Actor> ActorCell<A> {
         assert!(!period.is_zero(), "an interval's period must not be zero");
         let start = self.system.sched.now();
         let mut timers = self.timers.lock();
-        if self.mailbox.is_closed() {
+        if self.mailbox.refuses_users() {
             drop(timers);
             drop(make);
             return TimerHandle::inert();
@@ -376,6 +529,10 @@ impl<A: Actor> ActorCell<A> {
             for wheel in table.wheel_entries() {
                 self.system.sched.cancel_wheel(wheel);
             }
+            let pending = table.pending_messages();
+            if pending > 0 {
+                self.system.count_timers_dropped(pending);
+            }
             // Their messages are dropped here, outside the lock.
             drop(table);
         }
@@ -395,8 +552,13 @@ impl<A: Actor> ActorCell<A> {
         }
         let mut handled = 0;
         loop {
-            let (system_waiting, drained) =
-                self.mailbox.take_batch(&mut st.batch, budget - handled);
+            // A suspended actor takes only system messages; user messages wait for the next
+            // instance.
+            let (system_waiting, drained) = if st.suspended {
+                (self.mailbox.has_system(), true)
+            } else {
+                self.mailbox.take_batch(&mut st.batch, budget - handled)
+            };
             if system_waiting {
                 while stop.is_none() {
                     match self.mailbox.pop_system() {
@@ -405,13 +567,31 @@ impl<A: Actor> ActorCell<A> {
                     }
                 }
             }
-            while stop.is_none() {
+            while stop.is_none() && !st.suspended {
                 let Some(msg) = st.batch.pop_front() else {
                     break;
                 };
                 handled += 1;
                 count_started(&self.started_msgs);
                 self.with_context(st, &mut stop, |a, ctx| a.handle(msg, ctx));
+                // A control message (a kill, a supervisor's order) overtakes the rest of the
+                // batch; after the batch's last message, the next look at the mailbox finds
+                // it anyway.
+                if !st.batch.is_empty() && self.mailbox.system_waiting() {
+                    while stop.is_none() {
+                        match self.mailbox.pop_system() {
+                            Some(msg) => self.on_system(st, msg, &mut stop),
+                            None => break,
+                        }
+                    }
+                }
+            }
+            if stop.is_none()
+                && st.draining.is_some()
+                && st.batch.is_empty()
+                && (st.suspended || self.mailbox.drained())
+            {
+                stop = st.draining.take();
             }
             if let Some(reason) = stop.take() {
                 return Turn::Finished(self.finish(st, reason));
@@ -439,13 +619,17 @@ impl<A: Actor> ActorCell<A> {
     fn finish(self: &Arc<Self>, st: &mut RunState<A>, reason: StopReason) -> Arc<dyn Runnable> {
         *self.stop_reason.lock().unwrap() = Some(reason.clone());
         let (unhandled, system) = self.mailbox.close();
+        let dropped = unhandled.len() + st.batch.len();
+        if dropped > 0 {
+            self.system.count_dropped(&reason, dropped);
+        }
         drop(unhandled);
         st.batch.clear();
         for msg in system {
             match msg {
                 SystemMsg::Watch(w) => st.watchers.push(w),
                 SystemMsg::Registered(name) => st.names.push(name),
-                SystemMsg::Stop(_) | SystemMsg::Terminated(..) | SystemMsg::TimersFired => {}
+                _ => {}
             }
         }
         // After the mailbox closed: no timer can be added any more.
@@ -459,6 +643,7 @@ impl<A: Actor> ActorCell<A> {
         self.with_context(st, &mut ignored, |a, ctx| a.stopped(ctx));
         let actor = st.actor.take();
         let _ = catch_unwind(AssertUnwindSafe(move || drop(actor)));
+        st.restart = None;
         for w in st.watchers.drain(..) {
             w.notify_stopped(self.id, reason.clone());
         }
@@ -472,6 +657,13 @@ impl<A: Actor> ActorCell<A> {
             Some(table_ref) => table_ref as Arc<dyn Runnable>,
             None => self.clone() as Arc<dyn Runnable>,
         }
+    }
+
+    /// Stops after what is queued now: new user messages are refused (handed back to their
+    /// senders) from this call on.
+    pub(crate) fn drain_stop(self: &Arc<Self>, reason: StopReason) {
+        self.mailbox.start_draining();
+        let _ = self.push_system(SystemMsg::Drain(reason));
     }
 
     /// Adds a watcher, or tells it at once if this actor has already stopped.
@@ -489,11 +681,18 @@ impl<A: Actor> ActorCell<A> {
 }
 
 impl<A: Actor> Runnable for ActorCell<A> {
-    fn run_turn(&self, budget: usize) -> Turn {
+    fn run_turn(&self, budget: usize, mark: &TurnMark) -> Turn {
         // SAFETY: cells only ever live in an `Arc` (see `cell::spawn`), so `self`
         // is the pointer `Arc::into_raw` would give; `ManuallyDrop` leaves the count alone.
         let this = ManuallyDrop::new(unsafe { Arc::from_raw(self as *const Self) });
-        this.turn(budget)
+        mark.begin(self.id);
+        let turn = this.turn(budget);
+        mark.end();
+        turn
+    }
+
+    fn actor_id(&self) -> ActorId {
+        self.id
     }
 
     #[cfg(feature = "testkit")]
@@ -545,12 +744,31 @@ impl<A: Actor> Watcher for ActorCell<A> {
 }
 
 impl<A: Actor> Stoppable for ActorCell<A> {
-    fn request_stop(self: Arc<Self>, reason: StopReason) {
-        let _ = self.push_system(SystemMsg::Stop(reason));
+    fn request_stop(self: Arc<Self>, reason: StopReason, drain: bool) {
+        if drain {
+            self.drain_stop(reason);
+        } else {
+            let _ = self.push_system(SystemMsg::Stop(reason));
+        }
+    }
+
+    fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<A>()
+    }
+
+    fn idle_and_empty(&self) -> (bool, u64) {
+        (
+            self.sched.is_idle() && self.mailbox.len() == 0,
+            self.started_msgs(),
+        )
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -613,9 +831,20 @@ impl<A: Actor> Addr<A> {
         self.cell.set_timer(timer_at(&self.cell.system, delay), msg)
     }
 
-    /// Asks the actor to stop: it finishes the message in hand, then stops with
-    /// [`StopReason::Normal`]. Messages still queued are dropped.
+    /// Stops the actor gracefully: from this call on its mailbox refuses new messages
+    /// (senders get them back as [`TrySendError::Closed`]); the actor handles everything
+    /// queued before, then stops with [`StopReason::Normal`]. Nothing is dropped.
+    ///
+    /// To stop after the message in hand instead, dropping what is queued, use
+    /// [`Addr::kill`].
     pub fn stop(&self) {
+        self.cell.drain_stop(StopReason::Normal);
+    }
+
+    /// Stops the actor after the message in hand (control messages overtake its queue),
+    /// with [`StopReason::Normal`]. Messages still queued are dropped and counted in
+    /// [`DroppedMessages::killed`](super::DroppedMessages::killed).
+    pub fn kill(&self) {
         let _ = self.cell.push_system(SystemMsg::Stop(StopReason::Normal));
     }
 
@@ -624,9 +853,9 @@ impl<A: Actor> Addr<A> {
         self.cell.id
     }
 
-    /// Whether the actor still accepts messages.
+    /// Whether the actor still accepts messages (false once it stops or drains to stop).
     pub fn is_alive(&self) -> bool {
-        !self.cell.mailbox.is_closed()
+        !self.cell.mailbox.refuses_users()
     }
 
     /// Messages waiting in its mailbox.
@@ -670,7 +899,11 @@ pub(crate) trait Deliver<M>: Runnable {
     /// Returns whether to schedule the actor and how many messages wait now; `None` if the
     /// actor has stopped.
     fn deliver_batch(&self, msgs: &mut Vec<M>) -> Option<(bool, usize)>;
-    fn actor_id(&self) -> ActorId;
+    /// Queues `msgs` in front of what waits. Returns whether to schedule the actor; `None`
+    /// if it has stopped.
+    fn deliver_front(&self, msgs: Vec<M>) -> Option<bool>;
+    /// Queues the actor's turn (after `deliver` or `deliver_batch` said so).
+    fn schedule(&self);
     fn alive(&self) -> bool;
     fn queued(&self) -> usize;
     fn system(&self) -> &SystemInner;
@@ -695,12 +928,18 @@ where
         Some((self.sched.notify(), waiting))
     }
 
-    fn actor_id(&self) -> ActorId {
-        self.id
+    fn deliver_front(&self, msgs: Vec<M>) -> Option<bool> {
+        self.mailbox
+            .push_front_batch_map(msgs.into_iter(), A::Msg::from)
+            .then(|| self.sched.notify())
+    }
+
+    fn schedule(&self) {
+        self.schedule_turn();
     }
 
     fn alive(&self) -> bool {
-        !self.mailbox.is_closed()
+        !self.mailbox.refuses_users()
     }
 
     fn queued(&self) -> usize {
@@ -802,11 +1041,28 @@ impl<M: Send + 'static> Recipient<M> {
         match &self.target {
             Target::Actor(a) => {
                 if a.deliver(msg, force)? {
-                    a.system().sched.schedule(Task::of_dyn(&**a));
+                    a.schedule();
                 }
                 Ok(())
             }
             Target::Routed(r) => r.route(msg, force),
+        }
+    }
+
+    /// The id of the actor behind it, if it is one actor (not a router).
+    pub(crate) fn direct_actor(&self) -> Option<ActorId> {
+        match &self.target {
+            Target::Actor(a) => Some(a.actor_id()),
+            Target::Routed(_) => None,
+        }
+    }
+
+    /// Queues `msgs` in front of what waits in the actor's mailbox (a router: nothing).
+    pub(crate) fn deliver_front(&self, msgs: Vec<M>) {
+        if let Target::Actor(a) = &self.target
+            && a.deliver_front(msgs) == Some(true)
+        {
+            a.schedule();
         }
     }
 
@@ -831,7 +1087,7 @@ impl<M: Send + 'static> Recipient<M> {
             Target::Actor(a) => {
                 let (schedule, waiting) = a.deliver_batch(msgs)?;
                 if schedule {
-                    a.system().sched.schedule(Task::of_dyn(&**a));
+                    a.schedule();
                 }
                 Some(waiting)
             }
@@ -865,7 +1121,9 @@ impl<A: Actor> Context<'_, A> {
         self.cell.id
     }
 
-    /// Stops this actor once the current handler returns ([`StopReason::Normal`]).
+    /// Stops this actor once the current handler returns ([`StopReason::Normal`]); messages
+    /// still queued are dropped (and counted, as by [`Addr::kill`]). To handle them first,
+    /// call [`Addr::stop`] on [`Context::addr`].
     pub fn stop(&mut self) {
         if self.stop.is_none() {
             *self.stop = Some(StopReason::Normal);
@@ -879,9 +1137,14 @@ impl<A: Actor> Context<'_, A> {
         }
     }
 
-    /// Spawns another actor in the same system.
+    /// Spawns another actor in the same system, as a child of this one: at shutdown it is
+    /// stopped before this actor.
     pub fn spawn<B: Actor>(&self, actor: B) -> Addr<B> {
-        spawn(&self.cell.system, actor, Supervision::None, None, None)
+        let placement = Placement {
+            depth: self.cell.depth + 1,
+            ..Placement::default()
+        };
+        spawn(&self.cell.system, actor, Supervision::None, placement)
             .unwrap_or_else(|_| unreachable!("an unnamed spawn cannot fail"))
     }
 
@@ -1013,6 +1276,17 @@ impl<A: Actor> Context<'_, A> {
         timer.cancel()
     }
 
+    /// Fails this actor once the current handler returns, as a panic would (its supervisor
+    /// or restart policy decides), with `reason` (a `RestartLimit`).
+    pub(crate) fn fail(&mut self, reason: StopReason) {
+        *self.stop = Some(reason);
+    }
+
+    /// Whether a supervisor decides on this actor's restarts.
+    pub(crate) fn is_supervised(&self) -> bool {
+        self.cell.supervised
+    }
+
     /// Registers this actor under `name`; the name is freed when the actor stops.
     ///
     /// # Errors
@@ -1036,6 +1310,19 @@ pub(crate) enum Supervision<A> {
     None,
     /// Rebuilt in place by the factory after a panic, within the policy.
     Restart(Box<dyn FnMut() -> A + Send>, RestartPolicy),
+    /// Rebuilt in place by the factory when its supervisor says so.
+    Supervisor(Box<dyn FnMut() -> A + Send>, Arc<dyn SupervisorLink>),
+}
+
+/// Where a spawned actor sits: its name, its mailbox capacity, its depth below a top-level
+/// actor.
+#[derive(Default)]
+pub(crate) struct Placement<'a> {
+    pub(crate) capacity: Option<usize>,
+    pub(crate) name: Option<&'a str>,
+    pub(crate) depth: u32,
+    /// Whether its turns run on a thread of its own.
+    pub(crate) dedicated: bool,
 }
 
 /// Spawns an actor into `system`; `capacity` overrides the system default, `name` registers
@@ -1044,22 +1331,49 @@ pub(crate) fn spawn<A: Actor>(
     system: &Arc<SystemInner>,
     actor: A,
     supervision: Supervision<A>,
-    capacity: Option<usize>,
-    name: Option<&str>,
+    placement: Placement<'_>,
 ) -> Result<Addr<A>, RegistryError> {
+    spawn_at(system, actor, supervision, placement, |_, _| Ok(()))
+}
+
+/// As [`spawn`], with the actor's turns run on a thread of its own if the placement says so;
+/// `start` gets the cell before it is published (to start that thread) and may refuse.
+pub(crate) fn spawn_at<A: Actor>(
+    system: &Arc<SystemInner>,
+    actor: A,
+    supervision: Supervision<A>,
+    placement: Placement<'_>,
+    start: impl FnOnce(ActorId, Arc<dyn Runnable>) -> Result<(), RegistryError>,
+) -> Result<Addr<A>, RegistryError> {
+    let Placement {
+        capacity,
+        name,
+        depth,
+        dedicated,
+    } = placement;
     let id = system.next_actor_id();
     let capacity = capacity.unwrap_or(system.mailbox_capacity);
     let restart = match supervision {
         Supervision::None => None,
-        Supervision::Restart(factory, policy) => Some((factory, policy)),
+        Supervision::Restart(factory, policy) => Some((factory, Decides::Policy(policy))),
+        Supervision::Supervisor(factory, link) => Some((factory, Decides::Supervisor(link))),
     };
     // Allocate outside the live table's lock; under it, only take a slot and publish.
-    let cell = Arc::new(ActorCell::new(id, actor, system.clone(), capacity, restart));
+    let cell = Arc::new(
+        ActorCell::new(id, actor, system.clone(), capacity, depth, restart)
+            .with_dedicated(dedicated),
+    );
     if let Some(name) = name {
         let value: Registered = (id, cell.clone() as Arc<dyn std::any::Any + Send + Sync>);
         system.claim_name(name, value)?;
         // Not scheduled yet: the note waits for the first turn.
         cell.note_registered(name);
+    }
+    if let Err(e) = start(id, cell.clone() as Arc<dyn Runnable>) {
+        if let Some(name) = name {
+            system.unregister_if(name, id);
+        }
+        return Err(e);
     }
     system.add_live(cell.clone() as Arc<dyn Stoppable>, |key| {
         cell.set_live_key(key)

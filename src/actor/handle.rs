@@ -1,6 +1,7 @@
 //! Spawning, registering and looking up actors through a [`SystemHandle`].
 
-use super::cell::{self, Addr, Supervision};
+use super::blocking;
+use super::cell::{self, Addr, Placement, Supervision};
 use super::system::{RegistryError, SystemHandle};
 use super::{Actor, RestartPolicy};
 
@@ -11,6 +12,9 @@ pub struct SpawnOptions {
     pub mailbox_capacity: Option<usize>,
     /// Register the actor under this name (freed when it stops).
     pub name: Option<String>,
+    /// Run the actor on a thread of its own, for handlers that block (see
+    /// [`SystemHandle::spawn_dedicated`]).
+    pub dedicated_thread: bool,
 }
 
 impl SpawnOptions {
@@ -27,32 +31,42 @@ impl SpawnOptions {
         self.name = Some(name.to_owned());
         self
     }
+
+    /// Runs the actor on a thread of its own (see [`SystemHandle::spawn_dedicated`]).
+    #[must_use]
+    pub fn dedicated_thread(mut self) -> SpawnOptions {
+        self.dedicated_thread = true;
+        self
+    }
 }
 
 impl SystemHandle {
     /// Spawns an actor; its `started` runs on a worker before its first message.
     pub fn spawn<A: Actor>(&self, actor: A) -> Addr<A> {
-        cell::spawn(&self.inner, actor, Supervision::None, None, None)
+        cell::spawn(&self.inner, actor, Supervision::None, Placement::default())
             .unwrap_or_else(|_| unreachable!("an unnamed spawn cannot fail"))
     }
 
     /// Spawns an actor with options.
     ///
     /// # Errors
-    /// [`RegistryError::NameTaken`] if the name is held by another actor; the actor is not
-    /// spawned then.
+    /// [`RegistryError::NameTaken`] if the name is held by another actor,
+    /// [`RegistryError::NoThread`] if a dedicated thread could not be started; the actor is
+    /// not spawned then.
     pub fn spawn_with<A: Actor>(
         &self,
         actor: A,
         opts: SpawnOptions,
     ) -> Result<Addr<A>, RegistryError> {
-        cell::spawn(
-            &self.inner,
-            actor,
-            Supervision::None,
-            opts.mailbox_capacity,
-            opts.name.as_deref(),
-        )
+        let placement = Placement {
+            capacity: opts.mailbox_capacity,
+            name: opts.name.as_deref(),
+            ..Placement::default()
+        };
+        if opts.dedicated_thread {
+            return blocking::spawn_dedicated(self, actor, Supervision::None, placement);
+        }
+        cell::spawn(&self.inner, actor, Supervision::None, placement)
     }
 
     /// Spawns a supervised actor: when a handler panics, the actor is rebuilt in place by
@@ -65,7 +79,7 @@ impl SystemHandle {
     ) -> Addr<A> {
         let first = factory();
         let supervision = Supervision::Restart(Box::new(factory), policy);
-        cell::spawn(&self.inner, first, supervision, None, None)
+        cell::spawn(&self.inner, first, supervision, Placement::default())
             .unwrap_or_else(|_| unreachable!("an unnamed spawn cannot fail"))
     }
 

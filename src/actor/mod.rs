@@ -15,20 +15,34 @@
 //! starve the others. A handler that panics never takes down a worker: the actor stops (or is
 //! restarted in place, if spawned with a [`RestartPolicy`]) and its watchers are told why.
 
+mod blocking;
+mod blocking_pool;
 mod cell;
+mod group;
 mod handle;
+mod membership;
 mod pool;
 pub(crate) mod scheduler;
+pub(crate) mod stall;
+mod supervisor;
 pub(crate) mod system;
 mod timer;
 pub(crate) mod timers;
+pub(crate) mod watchdog;
 
+pub use blocking::{BLOCKING_KEEP_ALIVE, BlockingError, DEFAULT_BLOCKING_THREADS};
 pub use cell::{Addr, Context, Recipient};
+pub use group::{Group, GroupError, GroupEvent, GroupSendReport, LeaveReason};
 pub use handle::SpawnOptions;
 pub(crate) use pool::RouteKey;
 pub use pool::{Pool, PoolRouting};
+pub use stall::{DEFAULT_STALL_THRESHOLD, STALL_REPORTS_KEPT, Stall};
+pub use supervisor::{
+    DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW,
+    Strategy, Supervisor, SupervisorMsg, SupervisorRef, SupervisorSpec,
+};
 pub(crate) use system::SystemInner;
-pub use system::{RegistryError, SystemHandle};
+pub use system::{DroppedMessages, RegistryError, SystemHandle};
 pub use timer::TimerHandle;
 
 use std::fmt;

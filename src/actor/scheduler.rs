@@ -30,6 +30,7 @@
 //! it. The switch sits where a task or timer comes from outside the pool, behind the check for
 //! the current worker, so a worker's own scheduling never looks at it.
 
+use super::stall::TurnMark;
 use super::timers::{TimerFn, TimerKey, TimerQueue};
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, IdleWorkers, Mutex, Ordering, Weak, thread_local};
@@ -49,8 +50,11 @@ const INJECTOR_EVERY: u32 = 31;
 
 /// Something a worker can run: one actor turn.
 pub(crate) trait Runnable: Send + Sync + 'static {
-    /// Runs one turn.
-    fn run_turn(&self, budget: usize) -> Turn;
+    /// Runs one turn, marking its start and end in `mark` (for the watchdog).
+    fn run_turn(&self, budget: usize, mark: &TurnMark) -> Turn;
+
+    /// The actor it runs.
+    fn actor_id(&self) -> super::ActorId;
 
     /// Who runs (see [`TaskInfo`]).
     #[cfg(feature = "testkit")]
@@ -96,9 +100,9 @@ impl Task {
     }
 
     /// Runs one turn of at most `budget` messages.
-    pub(crate) fn run(&self, budget: usize) -> Turn {
+    pub(crate) fn run(&self, budget: usize, mark: &TurnMark) -> Turn {
         // SAFETY: the cell is alive while this task exists (see the type's docs).
-        unsafe { self.0.as_ref() }.run_turn(budget)
+        unsafe { self.0.as_ref() }.run_turn(budget, mark)
     }
 
     /// Who the task runs, for the test kit's ordering and trace.
@@ -244,6 +248,8 @@ pub(crate) trait Unpark: Send + Sync {
 /// Per-worker state shared with other threads.
 struct WorkerShared {
     unpark: Arc<dyn Unpark>,
+    /// The turn it is in, for the watchdog.
+    turn: TurnMark,
     /// Timers set from other threads, for this worker to take into its queue.
     remote_timers: Mutex<Vec<(Instant, TimerFn)>>,
     /// Timers of this worker that other threads cancelled, for it to drop (`true`: of its
@@ -288,6 +294,7 @@ impl Scheduler {
                 .into_iter()
                 .map(|unpark| WorkerShared {
                     unpark,
+                    turn: TurnMark::new(),
                     remote_timers: Mutex::new(Vec::new()),
                     remote_cancels: Mutex::new(Vec::new()),
                     remote_timers_pending: AtomicBool::new(false),
@@ -329,13 +336,26 @@ impl Scheduler {
             None => Some(task),
         });
         if let Some(task) = leftover {
-            #[cfg(feature = "testkit")]
-            if let Some(manual) = &self.manual {
-                return manual.schedule(task);
-            }
-            self.injector.push(task);
-            self.wake_one();
+            self.schedule_from_outside(task);
         }
+    }
+
+    /// Worker `i`'s turn mark (none for a scheduler without workers).
+    pub(crate) fn turn_mark(&self, i: usize) -> Option<&TurnMark> {
+        self.workers.get(i).map(|w| &w.turn)
+    }
+
+    /// The part of [`Scheduler::schedule`] for a thread that is not one of our workers. Kept
+    /// out of line, so that a worker's own scheduling (the hot path) stays small whatever the
+    /// compiler decides to inline into the injector's push.
+    #[inline(never)]
+    fn schedule_from_outside(&self, task: Task) {
+        #[cfg(feature = "testkit")]
+        if let Some(manual) = &self.manual {
+            return manual.schedule(task);
+        }
+        self.injector.push(task);
+        self.wake_one();
     }
 
     /// Wakes one sleeping worker, if there is one.
@@ -551,6 +571,14 @@ impl Scheduler {
 
     fn should_exit(&self) -> bool {
         self.exit.load(Ordering::SeqCst)
+    }
+
+    /// Whether tasks go to a manual driver (the test kit's simulation) instead of workers.
+    pub(crate) fn is_manual(&self) -> bool {
+        #[cfg(feature = "testkit")]
+        return self.manual.is_some();
+        #[cfg(not(feature = "testkit"))]
+        false
     }
 }
 
@@ -775,7 +803,7 @@ pub(crate) fn run_worker(
             let Some(task) = local.next_task(sched) else {
                 break;
             };
-            match task.run(TURN_BUDGET) {
+            match task.run(TURN_BUDGET, &shared.turn) {
                 Turn::Done => {}
                 Turn::Again => {
                     local.deque.push(task);

@@ -4,17 +4,29 @@
 //! `Any` in the registry) and no sockets: the runtime composes a system from this core, its
 //! workers' drivers and whatever services it adds ([`SystemInner::services`]).
 
+use super::blocking_pool::BlockingThreads;
+use super::membership::Groups;
 use super::scheduler::{Runnable, Scheduler};
+use super::stall::{STALL_REPORTS_KEPT, Stall};
 use super::{ActorId, StopReason};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, NameMap, Ordering, SpinLock};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, NameMap, OnceLock, Ordering, SpinLock};
 use slab::Slab;
 use std::any::Any;
+use std::collections::VecDeque;
 use std::fmt;
 
 /// Stops an actor from outside (shutdown), whatever its type. A `Runnable`, so that the live
 /// table's reference can be handed to the worker as the keep-alive of a last turn.
 pub(crate) trait Stoppable: Runnable {
-    fn request_stop(self: Arc<Self>, reason: StopReason);
+    /// Asks the actor to stop: after what is queued (`drain`), or after the message in hand.
+    fn request_stop(self: Arc<Self>, reason: StopReason, drain: bool);
+    /// How far below a top-level actor it was spawned.
+    fn depth(&self) -> u32;
+    /// The actor's type.
+    fn type_name(&self) -> &'static str;
+    /// Whether it has nothing queued and is not running, and how many messages it has
+    /// started so far (for a quiescence check).
+    fn idle_and_empty(&self) -> (bool, u64);
 }
 
 /// A registry entry: the holder's id and its cell, as `Any` for a typed lookup.
@@ -28,6 +40,8 @@ pub enum RegistryError {
     NameTaken(String),
     /// The actor stopped before it could be registered.
     ActorStopped,
+    /// The thread of a dedicated actor could not be started (the OS error).
+    NoThread(String),
 }
 
 impl fmt::Display for RegistryError {
@@ -35,6 +49,7 @@ impl fmt::Display for RegistryError {
         match self {
             RegistryError::NameTaken(n) => write!(f, "the name {n:?} is taken"),
             RegistryError::ActorStopped => f.write_str("the actor has stopped"),
+            RegistryError::NoThread(e) => write!(f, "no thread for the actor: {e}"),
         }
     }
 }
@@ -53,6 +68,54 @@ pub(crate) struct SystemInner {
     pub(crate) mailbox_capacity: usize,
     /// What the layer that built the system keeps beside it (the runtime: its sockets).
     services: Box<dyn Any + Send + Sync>,
+    /// Told when an actor got a fresh instance (the runtime re-announces its sockets).
+    restart_hook: OnceLock<Box<dyn Fn(ActorId) + Send + Sync>>,
+    /// Messages dropped, by why (see [`DroppedMessages`]).
+    dropped: [AtomicUsize; DROP_KINDS],
+    /// Stalls the watchdog saw: how many, and the last few.
+    stall_count: AtomicU64,
+    stalls: Mutex<VecDeque<Stall>>,
+    /// Dedicated actors' threads and the blocking pool.
+    pub(crate) blocking: BlockingThreads,
+    /// Its process groups.
+    pub(crate) groups: Arc<Groups>,
+}
+
+const DROP_KINDS: usize = 4;
+
+/// Messages that were queued in a mailbox when its actor stopped without handling them,
+/// counted by why the actor stopped. A stop that drains ([`Addr::stop`](super::Addr::stop),
+/// and a shutdown within its deadline) drops nothing; a send refused because the actor has
+/// stopped or is draining is handed back to its sender, not counted here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DroppedMessages {
+    /// Queued in actors stopped by [`Addr::kill`](super::Addr::kill) or
+    /// [`Context::stop`](super::Context::stop).
+    pub killed: usize,
+    /// Queued in actors whose handler panicked (with no restart left).
+    pub panicked: usize,
+    /// Queued in actors that a shutdown stopped when its deadline passed.
+    pub shutdown_deadline: usize,
+    /// One-shot timer messages still pending when their actor stopped (or was restarted):
+    /// a stopped actor's timers are dropped with it.
+    pub timer_after_stop: usize,
+}
+
+impl DroppedMessages {
+    /// All of them.
+    pub fn total(&self) -> usize {
+        self.killed + self.panicked + self.shutdown_deadline + self.timer_after_stop
+    }
+
+    /// What was dropped since `earlier`.
+    pub fn since(&self, earlier: &DroppedMessages) -> DroppedMessages {
+        DroppedMessages {
+            killed: self.killed - earlier.killed,
+            panicked: self.panicked - earlier.panicked,
+            shutdown_deadline: self.shutdown_deadline - earlier.shutdown_deadline,
+            timer_after_stop: self.timer_after_stop - earlier.timer_after_stop,
+        }
+    }
 }
 
 impl SystemInner {
@@ -69,6 +132,49 @@ impl SystemInner {
             next_id: AtomicU64::new(1),
             mailbox_capacity,
             services,
+            restart_hook: OnceLock::new(),
+            dropped: std::array::from_fn(|_| AtomicUsize::new(0)),
+            stall_count: AtomicU64::new(0),
+            stalls: Mutex::new(VecDeque::new()),
+            blocking: BlockingThreads::new(),
+            groups: Groups::new(),
+        }
+    }
+
+    /// Sets what is told when an actor gets a fresh instance (once).
+    pub(crate) fn set_restart_hook(&self, hook: Box<dyn Fn(ActorId) + Send + Sync>) {
+        let _ = self.restart_hook.set(hook);
+    }
+
+    /// Actor `id` has a fresh instance, on the worker running it.
+    pub(crate) fn actor_restarted(&self, id: ActorId) {
+        if let Some(hook) = self.restart_hook.get() {
+            hook(id);
+        }
+    }
+
+    /// Counts `n` messages dropped by an actor that stopped for `reason`.
+    pub(crate) fn count_dropped(&self, reason: &StopReason, n: usize) {
+        let kind = match reason {
+            StopReason::Normal => 0,
+            StopReason::Panicked(_) | StopReason::RestartLimit(_) => 1,
+            StopReason::Shutdown => 2,
+        };
+        self.dropped[kind].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` timer messages still pending when their actor stopped (or restarted).
+    pub(crate) fn count_timers_dropped(&self, n: usize) {
+        self.dropped[3].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dropped(&self) -> DroppedMessages {
+        let n = |i: usize| self.dropped[i].load(Ordering::Relaxed);
+        DroppedMessages {
+            killed: n(0),
+            panicked: n(1),
+            shutdown_deadline: n(2),
+            timer_after_stop: n(3),
         }
     }
 
@@ -84,20 +190,25 @@ impl SystemInner {
     /// Adds a cell to the live table; `set_key` runs under the table's lock, before the cell
     /// is visible there (and so to a shutdown sweep).
     pub(crate) fn add_live(&self, cell: Arc<dyn Stoppable>, set_key: impl FnOnce(usize)) {
-        {
-            let mut live = self.live.lock();
-            let slot = live.vacant_entry();
-            set_key(slot.key());
-            slot.insert(cell);
-        }
+        let mut live = self.live.lock();
+        let slot = live.vacant_entry();
+        set_key(slot.key());
+        slot.insert(cell);
+        // Under the lock: the count and the table agree for whoever holds it.
         self.live_count.fetch_add(1, Ordering::SeqCst);
     }
 
     /// An actor's last turn is ending: takes it out of the live table and hands back the
     /// table's reference, for the worker to drop once the turn is over.
     pub(crate) fn actor_stopped(&self, live_key: usize) -> Option<Arc<dyn Stoppable>> {
-        let removed = self.live.lock().try_remove(live_key);
-        if self.live_count.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_shutting_down() {
+        let (removed, was) = {
+            let mut live = self.live.lock();
+            (
+                live.try_remove(live_key),
+                self.live_count.fetch_sub(1, Ordering::SeqCst),
+            )
+        };
+        if was == 1 && self.is_shutting_down() {
             self.sched.wake_all();
         }
         removed
@@ -132,13 +243,67 @@ impl SystemInner {
         self.sched.is_shutting_down()
     }
 
-    /// Asks every live actor to stop.
-    pub(crate) fn stop_all_actors(&self, reason: StopReason) {
-        let all: Vec<Arc<dyn Stoppable>> =
-            self.live.lock().iter().map(|(_, a)| a.clone()).collect();
-        for a in all {
-            a.request_stop(reason.clone());
+    fn live_snapshot(&self) -> Vec<Arc<dyn Stoppable>> {
+        self.live.lock().iter().map(|(_, a)| a.clone()).collect()
+    }
+
+    /// Asks every live actor at `depth` or deeper to stop (after what is queued, if
+    /// `drain`).
+    pub(crate) fn stop_actors(&self, depth: u32, reason: StopReason, drain: bool) {
+        for a in self.live_snapshot() {
+            if a.depth() >= depth {
+                a.request_stop(reason.clone(), drain);
+            }
         }
+    }
+
+    /// An actor's type and a name it is registered under (a scan: for reports).
+    #[cfg_attr(
+        loom,
+        allow(dead_code, reason = "the watchdog's; none runs under loom")
+    )]
+    pub(crate) fn describe(&self, id: ActorId) -> (&'static str, Option<String>) {
+        let type_name = self
+            .live
+            .lock()
+            .iter()
+            .find(|(_, a)| a.actor_id() == id)
+            .map_or("(stopped)", |(_, a)| a.type_name());
+        let name = self.registry.find_name(|(holder, _)| *holder == id);
+        (type_name, name)
+    }
+
+    /// Keeps a stall report (the last [`STALL_REPORTS_KEPT`]).
+    #[cfg_attr(
+        loom,
+        allow(dead_code, reason = "the watchdog's; none runs under loom")
+    )]
+    pub(crate) fn record_stall(&self, stall: Stall) {
+        self.stall_count.fetch_add(1, Ordering::Relaxed);
+        let mut kept = self.stalls.lock().unwrap();
+        if kept.len() == STALL_REPORTS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(stall);
+    }
+
+    /// The depth of the deepest live actor.
+    pub(crate) fn deepest_live(&self) -> Option<u32> {
+        self.live.lock().iter().map(|(_, a)| a.depth()).max()
+    }
+
+    /// Whether every live actor is idle with an empty mailbox, and the sum of the messages
+    /// they have started: two equal sums around an all-idle look mean no message moved in
+    /// between.
+    pub(crate) fn activity(&self) -> (bool, u64) {
+        let mut idle = true;
+        let mut started = 0u64;
+        for a in self.live_snapshot() {
+            let (i, n) = a.idle_and_empty();
+            idle &= i;
+            started = started.wrapping_add(n);
+        }
+        (idle, started)
     }
 }
 
@@ -167,6 +332,27 @@ impl SystemHandle {
     /// How many actors are alive.
     pub fn actor_count(&self) -> usize {
         self.inner.live_count()
+    }
+
+    /// How many stalls the watchdog has reported (handlers that ran longer than the
+    /// threshold, see [`Builder::stall_threshold`](crate::Builder::stall_threshold)).
+    pub fn stall_count(&self) -> u64 {
+        self.inner.stall_count.load(Ordering::Relaxed)
+    }
+
+    /// The last stall reports (at most [`STALL_REPORTS_KEPT`]), oldest first.
+    pub fn recent_stalls(&self) -> Vec<Stall> {
+        self.inner.stalls.lock().unwrap().iter().cloned().collect()
+    }
+
+    /// Whether the system has begun to shut down (handlers may cut long work short).
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.is_shutting_down()
+    }
+
+    /// Messages dropped so far, by why (see [`DroppedMessages`]).
+    pub fn dropped_messages(&self) -> DroppedMessages {
+        self.inner.dropped()
     }
 
     /// The number of worker threads (1 for a simulation of the test kit, which runs

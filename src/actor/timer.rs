@@ -341,6 +341,11 @@ impl<M> ActorTimers<M> {
         }
     }
 
+    /// One-shot timers still pending (their messages would be dropped with the table).
+    pub(crate) fn pending_messages(&self) -> usize {
+        self.once.iter().filter(|o| o.msg.is_some()).count()
+    }
+
     /// Every wheel entry still pending (when the actor stops, to take them out; ids of timers
     /// without a nameable entry are ignored by `Scheduler::cancel_wheel`).
     pub(crate) fn wheel_entries(&self) -> impl Iterator<Item = WheelRef> + '_ {

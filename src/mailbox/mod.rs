@@ -20,7 +20,7 @@
 //! `IDLE` with a compare-and-swap that fails if a message arrived meanwhile (`NOTIFIED`), in
 //! which case it keeps running instead, so no message is left behind in an idle mailbox.
 
-use crate::sync::{AtomicU8, Ordering, SpinLock};
+use crate::sync::{AtomicBool, AtomicU8, Ordering, SpinLock};
 use std::collections::VecDeque;
 
 const IDLE: u8 = 0;
@@ -57,6 +57,11 @@ impl SchedState {
                 Err(actual) => cur = actual,
             }
         }
+    }
+
+    /// Whether the actor is neither scheduled nor running.
+    pub fn is_idle(&self) -> bool {
+        self.state.load(Ordering::Acquire) == IDLE
     }
 
     /// Whether a worker is running the actor now.
@@ -102,7 +107,11 @@ impl SchedState {
 struct Lanes<M, S> {
     user: VecDeque<M>,
     system: VecDeque<S>,
+    /// No message of either lane is taken any more.
     closed: bool,
+    /// No user message is taken any more (the actor drains what is queued, then stops);
+    /// the system lane stays open.
+    draining: bool,
 }
 
 /// Why a push was refused; the message is handed back.
@@ -115,6 +124,9 @@ pub enum PushError<M> {
 /// The queue part of a mailbox: user lane `M`, system lane `S`.
 pub struct Mailbox<M, S> {
     lanes: SpinLock<Lanes<M, S>>,
+    /// Whether the system lane has messages: read between two user messages, so that a
+    /// control message overtakes the rest of a batch.
+    system_waiting: AtomicBool,
     /// The most user messages it holds; 0 means no limit.
     capacity: usize,
 }
@@ -126,7 +138,9 @@ impl<M, S> Mailbox<M, S> {
                 user: VecDeque::new(),
                 system: VecDeque::new(),
                 closed: false,
+                draining: false,
             }),
+            system_waiting: AtomicBool::new(false),
             capacity,
         }
     }
@@ -146,7 +160,7 @@ impl<M, S> Mailbox<M, S> {
         force: bool,
     ) -> Result<(), PushError<T>> {
         let mut lanes = self.lanes.lock();
-        if lanes.closed {
+        if lanes.closed || lanes.draining {
             return Err(PushError::Closed(value));
         }
         if !force && self.capacity != 0 && lanes.user.len() >= self.capacity {
@@ -165,11 +179,44 @@ impl<M, S> Mailbox<M, S> {
         convert: impl Fn(T) -> M,
     ) -> Option<usize> {
         let mut lanes = self.lanes.lock();
-        if lanes.closed {
+        if lanes.closed || lanes.draining {
             return None;
         }
         lanes.user.extend(values.drain(..).map(convert));
         Some(lanes.user.len())
+    }
+
+    /// Puts `values` in front of the user messages queued, in their order, whatever the
+    /// capacity and even while draining (they were queued before, or must be seen first).
+    /// Hands them back if the mailbox is closed.
+    pub fn push_front_batch_map<T>(
+        &self,
+        values: impl DoubleEndedIterator<Item = T>,
+        convert: impl Fn(T) -> M,
+    ) -> bool {
+        let mut lanes = self.lanes.lock();
+        if lanes.closed {
+            return false;
+        }
+        for v in values.rev() {
+            lanes.user.push_front(convert(v));
+        }
+        true
+    }
+
+    /// Refuses further user messages; what is queued stays, for the consumer to drain.
+    /// Returns false if the mailbox was closed or draining already.
+    pub fn start_draining(&self) -> bool {
+        let mut lanes = self.lanes.lock();
+        let first = !lanes.closed && !lanes.draining;
+        lanes.draining = true;
+        first
+    }
+
+    /// Whether user messages are refused (draining or closed).
+    pub fn refuses_users(&self) -> bool {
+        let lanes = self.lanes.lock();
+        lanes.closed || lanes.draining
     }
 
     /// Queues a system message. Refused (handed back) once the mailbox is closed.
@@ -179,12 +226,28 @@ impl<M, S> Mailbox<M, S> {
             return Err(msg);
         }
         lanes.system.push_back(msg);
+        self.system_waiting.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Whether a system message waits (a cheap look, without the lock).
+    pub fn system_waiting(&self) -> bool {
+        self.system_waiting.load(Ordering::Acquire)
+    }
+
+    /// Whether a system message waits.
+    pub fn has_system(&self) -> bool {
+        !self.lanes.lock().system.is_empty()
     }
 
     /// Takes the next system message.
     pub fn pop_system(&self) -> Option<S> {
-        self.lanes.lock().system.pop_front()
+        let mut lanes = self.lanes.lock();
+        let msg = lanes.system.pop_front();
+        if lanes.system.is_empty() {
+            self.system_waiting.store(false, Ordering::Release);
+        }
+        msg
     }
 
     /// Moves up to `max` user messages into `batch` (which the caller has emptied) under one
@@ -206,6 +269,12 @@ impl<M, S> Mailbox<M, S> {
         self.lanes.lock().user.len()
     }
 
+    /// Whether user messages are refused and none is left: a draining actor is done.
+    pub fn drained(&self) -> bool {
+        let lanes = self.lanes.lock();
+        lanes.draining && lanes.user.is_empty()
+    }
+
     /// Refuses all further messages and hands back what was still queued (to be dropped by
     /// the caller outside the lock).
     pub fn close(&self) -> (VecDeque<M>, VecDeque<S>) {
@@ -215,10 +284,6 @@ impl<M, S> Mailbox<M, S> {
             std::mem::take(&mut lanes.user),
             std::mem::take(&mut lanes.system),
         )
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.lanes.lock().closed
     }
 }
 
@@ -253,5 +318,22 @@ mod tests {
         assert_eq!(batch, [4]);
         let _ = m.close();
         assert!(matches!(m.push(5, true), Err(PushError::Closed(5))));
+    }
+
+    #[test]
+    fn draining_keeps_what_is_queued_and_refuses_the_rest() {
+        let m: Mailbox<u32, u8> = Mailbox::new(0);
+        m.push(1, false).unwrap();
+        m.push(2, false).unwrap();
+        assert!(m.start_draining());
+        assert!(!m.start_draining(), "only the first call starts it");
+        assert!(matches!(m.push(3, true), Err(PushError::Closed(3))));
+        assert!(m.push_system(9).is_ok(), "the system lane stays open");
+        assert!(!m.drained());
+        assert!(m.push_front_batch_map([7u32, 8].into_iter(), |v| v));
+        let mut batch = VecDeque::new();
+        assert_eq!(m.take_batch(&mut batch, 10), (true, true));
+        assert_eq!(batch, [7, 8, 1, 2]);
+        assert!(m.drained());
     }
 }

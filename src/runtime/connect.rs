@@ -4,6 +4,7 @@
 use super::NetEvent;
 use super::poller::{NetShared, PollerLocal, current_poller};
 use super::sock_ident::{SockIdent, system_id};
+use super::table::SockTable;
 use super::table::{Admission, Life, NewSlot, PollerLink};
 use super::transport::Transport;
 use crate::actor::{Recipient, SystemInner};
@@ -89,6 +90,10 @@ fn register(
 }
 
 impl Transport for NetShared {
+    fn sock_table(&self) -> &'static SockTable {
+        self.table()
+    }
+
     fn default_options(&self) -> ConnOptions {
         self.default_options.clone()
     }

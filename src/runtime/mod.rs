@@ -59,6 +59,15 @@ pub enum NetEvent {
         /// Why.
         reason: DisconnectReason,
     },
+    /// The owner was restarted (by its [`RestartPolicy`](crate::RestartPolicy) or its
+    /// supervisor) and this socket, still open, is its: one per socket, before anything else
+    /// the new instance handles. Packets and the `Disconnected` of the socket follow as usual.
+    Adopted {
+        /// The socket.
+        sock: SockIdent,
+        /// Its peer.
+        peer: SocketAddr,
+    },
     /// A `connect` failed: refused, timed out, or another error.
     ConnectFailed {
         /// The address it tried.
@@ -73,6 +82,7 @@ impl RouteKey for NetEvent {
     fn route_key(&self) -> u64 {
         match self {
             NetEvent::Connected { sock, .. }
+            | NetEvent::Adopted { sock, .. }
             | NetEvent::Packet { sock, .. }
             | NetEvent::Disconnected { sock, .. } => sock.to_u64(),
             NetEvent::ConnectFailed { addr, .. } => u64::from(addr.port()),

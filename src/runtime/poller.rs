@@ -132,10 +132,16 @@ impl PollerLink for NetShared {
 
 impl NetShared {
     /// Stop accepting and close every socket gracefully.
-    pub(crate) fn begin_shutdown(&self) {
+    /// Shutdown, step 1: closes the listeners (and so accepts no more).
+    pub(crate) fn stop_accepting(&self) {
         for (poller, id) in self.listeners.lock().unwrap().drain(..) {
             let _ = self.on_poller(poller, move |engine| engine.close_listener(id));
         }
+    }
+
+    /// Shutdown, step 3: closes every open socket gracefully (what was queued is written
+    /// first).
+    pub(crate) fn close_all_sockets(&self) {
         let mut to_mark = Vec::new();
         self.table().for_each_live(|id, st| {
             if st.life == Life::Open {

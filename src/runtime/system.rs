@@ -5,7 +5,12 @@ use super::poller::{EngineUnpark, NetShared, Poller};
 use super::table::{MAX_SOCKETS_PER_SYSTEM, TableLease};
 use super::transport::Transport;
 use crate::actor::scheduler::{Scheduler, Task, Unpark, run_worker};
-use crate::actor::{StopReason, SystemHandle, SystemInner};
+#[cfg(not(loom))]
+use crate::actor::watchdog::Watchdog;
+use crate::actor::{
+    DEFAULT_BLOCKING_THREADS, DEFAULT_STALL_THRESHOLD, DroppedMessages, Stall, StopReason,
+    SystemHandle, SystemInner,
+};
 use crate::net::{ConnOptions, Engine, EngineHandle};
 use crate::sync::deque::Worker;
 use crate::sync::{Arc, Ordering, mpsc, thread};
@@ -33,6 +38,19 @@ pub struct Builder {
     spin_before_sleep: Duration,
     conn_options: ConnOptions,
     name: String,
+    stall_threshold: Duration,
+    on_stall: Option<StallHook>,
+    blocking_threads: usize,
+}
+
+/// What the watchdog calls with each stall.
+#[derive(Clone)]
+struct StallHook(Arc<dyn Fn(&Stall) + Send + Sync>);
+
+impl fmt::Debug for StallHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StallHook")
+    }
 }
 
 impl Default for Builder {
@@ -46,6 +64,9 @@ impl Default for Builder {
             spin_before_sleep: Duration::ZERO,
             conn_options: ConnOptions::default(),
             name: "kendynet".to_owned(),
+            stall_threshold: DEFAULT_STALL_THRESHOLD,
+            on_stall: None,
+            blocking_threads: DEFAULT_BLOCKING_THREADS,
         }
     }
 }
@@ -108,6 +129,46 @@ impl Builder {
         self
     }
 
+    /// The watchdog's threshold: a handler that runs longer is reported once per stall
+    /// (see [`Stall`]), while the other actors keep running. Default
+    /// [`DEFAULT_STALL_THRESHOLD`] (1 s); zero turns the watchdog off.
+    #[must_use]
+    pub fn stall_threshold(mut self, threshold: Duration) -> Builder {
+        self.stall_threshold = threshold;
+        self
+    }
+
+    /// Called (on the watchdog's thread) with each stall, besides keeping it for
+    /// [`SystemHandle::recent_stalls`]. Keep it short: log it, count it.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use kendynet::System;
+    /// use std::time::Duration;
+    ///
+    /// let system = System::builder()
+    ///     .stall_threshold(Duration::from_millis(500))
+    ///     .on_stall(|stall| eprintln!("slow handler: {stall}"))
+    ///     .build()?;
+    /// # system.shutdown(Duration::from_secs(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn on_stall(mut self, f: impl Fn(&Stall) + Send + Sync + 'static) -> Builder {
+        self.on_stall = Some(StallHook(Arc::new(f)));
+        self
+    }
+
+    /// The most threads that run blocking closures at once
+    /// ([`Context::spawn_blocking`](crate::Context::spawn_blocking)); more closures wait in a
+    /// queue. Default [`DEFAULT_BLOCKING_THREADS`]; at least 1.
+    #[must_use]
+    pub fn blocking_threads(mut self, n: usize) -> Builder {
+        self.blocking_threads = n.max(1);
+        self
+    }
+
     /// The prefix of the worker threads' names.
     #[must_use]
     pub fn name(mut self, name: &str) -> Builder {
@@ -131,6 +192,11 @@ impl Builder {
             )
         })?;
         let pollers = self.pollers.unwrap_or(self.workers).min(self.workers);
+        let (stall_threshold, on_stall, name) = (
+            self.stall_threshold,
+            self.on_stall.clone(),
+            self.name.clone(),
+        );
         type Start = (Arc<SystemInner>, Worker<Task>, Arc<NetShared>);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<(usize, EngineHandle)>>();
         let mut threads = Vec::with_capacity(self.workers);
@@ -201,16 +267,73 @@ impl Builder {
             self.mailbox_capacity,
             Box::new(transport),
         ));
+        super::transport::announce_sockets_on_restart(&inner);
+        inner.blocking.set_max_pool_threads(self.blocking_threads);
         for (start, deque) in starts.into_iter().zip(deques) {
             // A worker that died meanwhile is noticed at join.
             let _ = start.send((inner.clone(), deque, net.clone()));
         }
-        Ok(System {
-            handle: SystemHandle { inner },
+        let mut system = System {
+            handle: SystemHandle {
+                inner: inner.clone(),
+            },
             net,
             threads,
-        })
+            watchdog: None,
+        };
+        match start_watchdog(&inner, stall_threshold, on_stall, &name) {
+            Ok(dog) => system.watchdog = dog,
+            Err(e) => {
+                system.shutdown(Duration::from_secs(1));
+                return Err(e);
+            }
+        }
+        Ok(system)
     }
+}
+
+/// Under loom no watchdog runs: the models have no clock.
+#[cfg(loom)]
+fn start_watchdog(
+    _: &Arc<SystemInner>,
+    _: Duration,
+    _: Option<StallHook>,
+    _: &str,
+) -> io::Result<Option<WatchdogThread>> {
+    Ok(None)
+}
+
+/// Starts the watchdog's thread, unless it is off.
+#[cfg(not(loom))]
+fn start_watchdog(
+    inner: &Arc<SystemInner>,
+    threshold: Duration,
+    hook: Option<StallHook>,
+    name: &str,
+) -> io::Result<Option<WatchdogThread>> {
+    if threshold.is_zero() {
+        return Ok(None);
+    }
+    let (stop, stopped) = mpsc::channel::<()>();
+    let mut dog = Watchdog::new(threshold, inner.sched.workers());
+    let inner = inner.clone();
+    let thread = thread::Builder::new()
+        .name(format!("{name}-watchdog"))
+        .spawn(move || {
+            // Ends when the system drops its sender.
+            while matches!(
+                stopped.recv_timeout(dog.period()),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            ) {
+                dog.look(&inner, &mut |stall| {
+                    if let Some(hook) = &hook {
+                        (hook.0)(&stall);
+                    }
+                    inner.record_stall(stall);
+                });
+            }
+        })?;
+    Ok(Some(WatchdogThread { stop, thread }))
 }
 
 /// A running actor system: its worker threads and everything on them. Dropping it shuts it
@@ -222,6 +345,13 @@ pub struct System {
     /// Its network state (also its transport), for shutdown.
     net: Arc<NetShared>,
     threads: Vec<thread::JoinHandle<()>>,
+    watchdog: Option<WatchdogThread>,
+}
+
+/// The watchdog's thread, and what ends it (dropping the sender).
+struct WatchdogThread {
+    stop: mpsc::Sender<()>,
+    thread: thread::JoinHandle<()>,
 }
 
 impl fmt::Debug for System {
@@ -239,14 +369,28 @@ impl std::ops::Deref for System {
 
 /// How a shutdown went.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShutdownReport {
-    /// Whether everything stopped before the deadline (false: it was forced).
+    /// Whether every step finished before the deadline and no message was dropped.
     pub graceful: bool,
+    /// Whether the actors went quiet (every mailbox empty, nobody running) before the
+    /// sockets were closed.
+    pub drained: bool,
     /// Actors still alive when the workers were stopped.
     pub actors_left: usize,
     /// Sockets still open when the workers were stopped.
     pub sockets_left: usize,
+    /// Messages dropped during the shutdown, by why: queued in actors that the deadline
+    /// stopped, or timer messages for actors already stopped.
+    pub dropped: DroppedMessages,
+    /// Threads of dedicated actors and blocking closures still in a call at the deadline
+    /// (left behind; each leaves when its call returns).
+    pub blocking_threads_left: usize,
 }
+
+/// Shares of the deadline by which each step of a shutdown ends at the latest, in tenths.
+const DRAIN_SHARE: u32 = 4;
+const SOCKETS_SHARE: u32 = 7;
 
 impl System {
     /// A builder with the defaults.
@@ -259,10 +403,27 @@ impl System {
         self.handle.clone()
     }
 
-    /// Shuts down: stops accepting connections, closes every socket gracefully (what was
-    /// queued for sending is written first), stops every actor (each runs `stopped`), and
-    /// joins the workers. Whatever is not done when `deadline` has passed is abandoned: the
-    /// workers leave after the turn they are in, and remaining sockets are closed.
+    /// Shuts down, in this order:
+    ///
+    /// 1. stops accepting connections;
+    /// 2. lets the actors drain their mailboxes (user messages included; actors may keep
+    ///    sending to each other) until every mailbox is empty and no handler runs, for at
+    ///    most 40% of `deadline`;
+    /// 3. closes every socket gracefully (what was queued for sending is written first;
+    ///    owners get their `Disconnected`), by 70% of `deadline`;
+    /// 4. stops the actors, children before their parents (see [`Context::spawn`] and the
+    ///    supervisors): each handles what is queued, then runs `stopped`; sends to an
+    ///    actor that is stopping are refused and handed back;
+    /// 5. when `deadline` has passed, stops the actors still alive after the message in
+    ///    hand (what they had queued is dropped and counted in the report), and joins the
+    ///    workers.
+    ///
+    /// [`Context::spawn`]: crate::Context::spawn
+    ///
+    /// Dedicated actors' threads leave with their actors; blocking closures still queued are
+    /// cancelled ([`BlockingError::Cancelled`](crate::actor::BlockingError::Cancelled)), and
+    /// the threads still in a call are waited for until the deadline, then left behind and
+    /// counted in [`ShutdownReport::blocking_threads_left`].
     pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         self.shutdown_inner(deadline)
     }
@@ -270,37 +431,80 @@ impl System {
     fn shutdown_inner(&mut self, deadline: Duration) -> ShutdownReport {
         let inner = &self.handle.inner;
         let net = &self.net;
-        let end = Instant::now() + deadline;
+        let start = Instant::now();
+        let end = start + deadline;
+        let dropped_before = inner.dropped();
         inner.sched.begin_shutdown();
-        net.begin_shutdown();
-        // Sockets first, so that their owners see Disconnected before they stop; half of the
-        // time at most.
-        let sockets_by = Instant::now() + deadline / 2;
-        wait_until(sockets_by, || net.open_sockets() == 0);
-        let mut graceful = net.open_sockets() == 0;
-        // Stop actors; ones spawned meanwhile are swept again.
-        loop {
-            inner.stop_all_actors(StopReason::Shutdown);
-            if wait_until(
-                (Instant::now() + Duration::from_millis(50)).min(end),
-                || inner.live_count() == 0,
-            ) || Instant::now() >= end
-            {
+        // 1.
+        net.stop_accepting();
+        // 2.
+        let drained = wait_quiescent(inner, start + deadline * DRAIN_SHARE / 10);
+        // 3.
+        net.close_all_sockets();
+        let sockets_by = start + deadline * SOCKETS_SHARE / 10;
+        let mut graceful = wait_until(sockets_by, || net.open_sockets() == 0);
+        // 4. Deepest first; actors spawned meanwhile are swept on the next round.
+        while let Some(depth) = inner.deepest_live() {
+            if Instant::now() >= end {
                 break;
             }
+            inner.stop_actors(depth, StopReason::Shutdown, true);
+            let round = (Instant::now() + Duration::from_millis(50)).min(end);
+            wait_until(round, || inner.deepest_live().is_none_or(|d| d < depth));
+        }
+        // 5.
+        if inner.live_count() > 0 {
+            graceful = false;
+            inner.stop_actors(0, StopReason::Shutdown, false);
+            let grace =
+                (deadline / 10).clamp(Duration::from_millis(10), Duration::from_millis(100));
+            wait_until(Instant::now() + grace, || inner.live_count() == 0);
         }
         let actors_left = inner.live_count();
         let sockets_left = net.open_sockets();
-        graceful &= actors_left == 0 && sockets_left == 0;
+        // Dedicated actors' threads leave with their actors; the blocking pool's once idle.
+        // Closures still queued are cancelled: each caller hears `BlockingError::Cancelled`.
+        inner.blocking.close();
+        wait_until(end, || inner.blocking.alive() == 0);
+        let blocking_threads_left = inner.blocking.alive();
+        graceful &= actors_left == 0 && sockets_left == 0 && blocking_threads_left == 0;
         inner.sched.exit_workers();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        if let Some(dog) = self.watchdog.take() {
+            drop(dog.stop);
+            let _ = dog.thread.join();
+        }
+        let dropped = inner.dropped().since(&dropped_before);
+        graceful &= actors_left == 0 && sockets_left == 0 && dropped.total() == 0;
         ShutdownReport {
             graceful,
+            drained,
             actors_left,
             sockets_left,
+            dropped,
+            blocking_threads_left,
         }
+    }
+}
+
+/// Waits until every actor is idle with an empty mailbox, seen twice with no message
+/// started in between, or `until` passes; returns whether they went quiet.
+fn wait_quiescent(inner: &SystemInner, until: Instant) -> bool {
+    loop {
+        let (idle, started) = inner.activity();
+        if idle {
+            thread::pause(Duration::from_millis(1));
+            let (still_idle, started_again) = inner.activity();
+            if still_idle && started_again == started {
+                return true;
+            }
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        thread::pause(Duration::from_millis(1));
     }
 }
 

@@ -9,7 +9,10 @@
 //! hand-offs) goes through the table and the slot's [`PollerLink`](super::table::PollerLink).
 
 use super::NetEvent;
+use super::sock_ident::SockIdent;
 use super::sock_ident::system_id;
+use super::table::Life;
+use super::table::SockTable;
 use crate::actor::{Recipient, SystemHandle, SystemInner};
 use crate::net::ConnOptions;
 use crate::sync::Arc;
@@ -46,6 +49,9 @@ pub(crate) trait Transport: Send + Sync + 'static {
 
     /// Sockets open (admitted and not yet freed).
     fn open_sockets(&self) -> usize;
+
+    /// The system's socket table.
+    fn sock_table(&self) -> &'static SockTable;
 
     /// Waits for I/O that failed (see [`SystemHandle::io_wait_errors`]).
     fn io_wait_errors(&self) -> u64 {
@@ -149,4 +155,31 @@ impl SystemHandle {
     pub fn io_wait_errors(&self) -> u64 {
         transport_of(&self.inner).io_wait_errors()
     }
+}
+
+/// Makes `inner` re-announce its sockets to an actor that gets a fresh instance (a restart):
+/// one [`NetEvent::Adopted`] per socket it owns that is still open, in front of whatever
+/// waits in its mailbox, so that the new instance knows them before their next packet.
+pub(crate) fn announce_sockets_on_restart(inner: &SystemInner) {
+    let table = transport_of(inner).sock_table();
+    inner.set_restart_hook(Box::new(move |id| {
+        let mut owned: Vec<(SockIdent, SocketAddr, Recipient<NetEvent>)> = Vec::new();
+        table.for_each_live(|slot, st| {
+            if st.life == Life::Open
+                && let Some(owner) = &st.owner
+                && owner.direct_actor() == Some(id)
+            {
+                owned.push((SockIdent::of(slot), st.peer, owner.clone()));
+            }
+        });
+        let Some((_, _, owner)) = owned.first() else {
+            return;
+        };
+        let owner = owner.clone();
+        let events: Vec<NetEvent> = owned
+            .into_iter()
+            .map(|(sock, peer, _)| NetEvent::Adopted { sock, peer })
+            .collect();
+        owner.deliver_front(events);
+    }));
 }

@@ -31,7 +31,7 @@ pub(crate) use std::sync::{Arc, Weak};
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    Mutex, OnceLock,
+    Condvar, Mutex, OnceLock,
     atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence},
     mpsc,
 };

@@ -84,4 +84,24 @@ impl<V: Clone> NameMap<V> {
             self.map.lock().unwrap().len()
         }
     }
+
+    /// The first name whose value satisfies `pred` (a scan: for reports, not hot paths).
+    #[cfg_attr(
+        loom,
+        allow(dead_code, reason = "the watchdog's; none runs under loom")
+    )]
+    pub fn find_name(&self, mut pred: impl FnMut(&V) -> bool) -> Option<String> {
+        #[cfg(not(loom))]
+        {
+            self.map
+                .iter()
+                .find(|e| pred(e.value()))
+                .map(|e| e.key().clone())
+        }
+        #[cfg(loom)]
+        {
+            let map = self.map.lock().unwrap();
+            map.iter().find(|(_, v)| pred(v)).map(|(k, _)| k.clone())
+        }
+    }
 }

@@ -134,6 +134,7 @@ pub use client::{VirtualClient, VirtualListener};
 pub use net::Faults;
 
 use crate::actor::scheduler::{Manual, Scheduler, Task, Turn};
+use crate::actor::stall::TurnMark;
 use crate::actor::{StopReason, SystemHandle, SystemInner};
 use crate::net::ConnOptions;
 use crate::runtime::transport::Transport;
@@ -281,6 +282,7 @@ impl SimBuilder {
             self.mailbox_capacity,
             Box::new(transport),
         ));
+        crate::runtime::transport::announce_sockets_on_restart(&inner);
         world.record(format_args!("simulation starts, seed {}", self.seed));
         Sim {
             handle: SystemHandle { inner },
@@ -289,6 +291,7 @@ impl SimBuilder {
             net,
             max_steps: self.max_steps,
             down: false,
+            turn_mark: TurnMark::new(),
         }
     }
 }
@@ -306,6 +309,8 @@ pub struct Sim {
     net: Arc<VirtualNet>,
     max_steps: usize,
     down: bool,
+    /// The simulation's one "worker" marks its turns too (no watchdog looks at it).
+    turn_mark: TurnMark,
 }
 
 impl fmt::Debug for Sim {
@@ -386,7 +391,7 @@ impl Sim {
 
     fn turn(&self, task: Task) {
         let before = task.info();
-        let turn = task.run(SIM_BUDGET);
+        let turn = task.run(SIM_BUDGET, &self.turn_mark);
         // The cell is still alive: the live table holds it unless this turn finished it, and
         // then `Finished` holds it; only this thread runs turns, so nothing else can end it
         // meanwhile.
@@ -552,24 +557,38 @@ impl Sim {
     }
 
     /// Shuts down as [`System::shutdown`](crate::System::shutdown) does: stops accepting,
-    /// closes every socket gracefully (what was sent is delivered first, as far as the peers
-    /// read), stops every actor (each runs `stopped`), and reports. Sockets whose peer does
-    /// not read are aborted, which makes the report not graceful.
+    /// lets the actors drain their mailboxes, closes every socket gracefully (what was sent
+    /// is delivered first, as far as the peers read), stops the actors, children before
+    /// their parents (each handles what is queued, then runs `stopped`), and reports.
+    /// Sockets whose peer does not read are aborted, which makes the report not graceful.
     pub fn shutdown(mut self) -> ShutdownReport {
         self.shutdown_inner()
     }
 
     fn shutdown_inner(&mut self) -> ShutdownReport {
         self.down = true;
-        let inner = &self.handle.inner;
+        let inner = self.handle.inner.clone();
+        let dropped_before = inner.dropped();
         self.world.record(format_args!("shutdown begins"));
         inner.sched.begin_shutdown();
-        self.net.begin_shutdown();
+        self.net.stop_accepting();
+        self.run_until_idle();
+        self.net.close_all_sockets();
         self.run_until_idle();
         let forced = self.net.abort_all();
         self.run_until_idle();
-        inner.stop_all_actors(StopReason::Shutdown);
-        self.run_until_idle();
+        while let Some(depth) = inner.deepest_live() {
+            inner.stop_actors(depth, StopReason::Shutdown, true);
+            self.run_until_idle();
+            if inner.deepest_live() == Some(depth) {
+                // Someone keeps it from draining (a timer that keeps sending, say).
+                inner.stop_actors(depth, StopReason::Shutdown, false);
+                self.run_until_idle();
+                if inner.deepest_live() == Some(depth) {
+                    break;
+                }
+            }
+        }
         let actors_left = inner.live_count();
         let sockets_left = self.handle.open_sockets();
         self.core.clear();
@@ -577,10 +596,15 @@ impl Sim {
         self.world.record(format_args!(
             "shutdown ends: {forced} socket(s) aborted, {actors_left} actor(s) left"
         ));
+        let dropped = inner.dropped().since(&dropped_before);
         ShutdownReport {
-            graceful: forced == 0 && actors_left == 0 && sockets_left == 0,
+            graceful: forced == 0 && actors_left == 0 && sockets_left == 0 && dropped.total() == 0,
+            drained: true,
             actors_left,
             sockets_left,
+            dropped,
+            // The simulation starts no threads (see `SystemHandle::spawn_dedicated`).
+            blocking_threads_left: 0,
         }
     }
 }

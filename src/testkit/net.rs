@@ -486,11 +486,15 @@ impl VirtualNet {
         next
     }
 
-    /// Shutdown begins: no more accepts or dials; every open socket closes gracefully.
-    pub(crate) fn begin_shutdown(&self) {
+    /// Shutdown, step 1: no more accepts or dials.
+    pub(crate) fn stop_accepting(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         let listeners = std::mem::take(&mut self.state.lock().unwrap().listeners);
         drop(listeners);
+    }
+
+    /// Shutdown, step 3: every open socket closes gracefully.
+    pub(crate) fn close_all_sockets(&self) {
         let mut to_mark = Vec::new();
         self.table().for_each_live(|id, st| {
             if st.life == Life::Open {
@@ -730,7 +734,7 @@ impl VirtualNet {
             NetEvent::Disconnected { reason, .. } => self
                 .world
                 .record(format_args!("{end} -> {to}: Disconnected ({reason})")),
-            NetEvent::ConnectFailed { .. } => {}
+            NetEvent::Adopted { .. } | NetEvent::ConnectFailed { .. } => {}
         }
     }
 
@@ -755,6 +759,10 @@ impl VirtualNet {
 }
 
 impl Transport for VirtualNet {
+    fn sock_table(&self) -> &'static SockTable {
+        self.table()
+    }
+
     fn default_options(&self) -> ConnOptions {
         self.cfg.default_options.clone()
     }
