@@ -30,6 +30,7 @@ use std::time::Duration;
 
 mod ask;
 mod stop;
+mod timers;
 
 /// Models run with a small preemption bound unless the environment says otherwise.
 fn model(f: impl Fn() + Sync + Send + 'static) {

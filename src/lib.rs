@@ -53,7 +53,7 @@ pub use actor::{
     Actor, ActorId, Addr, AskError, AskFuture, AskTarget, Context, DEFAULT_STALL_THRESHOLD,
     DroppedMessages, Group, GroupEvent, MAX_ASK_DEADLINE, Pool, PoolRouting, Recipient,
     RegistryError, ReplyTo, RestartPolicy, SpawnOptions, Stall, StopReason, Strategy, Supervisor,
-    SupervisorRef, SupervisorSpec, SystemHandle,
+    SupervisorRef, SupervisorSpec, SystemHandle, TimerHandle,
 };
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};

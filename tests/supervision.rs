@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
-use support::actors::{Watcher, expect_stopped, watch};
+use support::actors::{Watcher, watch};
 use support::wire::{client, expect_frame, write_frame};
 use support::{any_port, recv, shutdown_gracefully};
 

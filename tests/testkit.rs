@@ -122,7 +122,9 @@ impl Actor for Recorder {
             Msg::Net(_) => {}
             Msg::Text(t) => self.push(None, Seen::Text(t)),
             Msg::Stop => ctx.stop(),
-            Msg::Later(delay, t) => ctx.send_self_after(delay, Msg::Text(t)),
+            Msg::Later(delay, t) => {
+                ctx.send_self_after(delay, Msg::Text(t));
+            }
         }
     }
 
@@ -324,7 +326,10 @@ fn a_stopped_actors_timer_delivers_nothing() {
     sim.advance(Duration::from_millis(20));
     assert_eq!(seen(&log, 0), [Seen::Stopped], "the timer found nobody");
     let trace = sim.trace_text();
-    assert!(trace.contains("timer 1 fires"), "it did fire:\n{trace}");
+    assert!(
+        trace.contains("timer 1 cancelled") && !trace.contains("timer 1 fires"),
+        "it was taken out of the wheel when its actor stopped:\n{trace}"
+    );
 }
 
 #[test]

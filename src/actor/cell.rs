@@ -1,13 +1,14 @@
 //! The actor cell: mailbox, scheduling state and the actor itself, plus the typed handles
 //! onto it ([`Addr`], [`Recipient`]) and the [`Context`] a handler gets.
 
-use super::scheduler::{Runnable, Task, Turn};
+use super::scheduler::{ActorTimerRef, Runnable, Task, TimerTarget, Turn, WheelRef};
 use super::stall::TurnMark;
 use super::system::{Registered, RegistryError, Stoppable, SystemHandle, SystemInner};
+use super::timer::{self, ActorTimers, Fired, TimerHandle};
 use super::{Actor, ActorId, RestartPolicy, StopReason};
 use crate::error::TrySendError;
 use crate::mailbox::{Mailbox, PushError, SchedState};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering, SpinLock, UnsafeCell, Weak};
 use std::collections::VecDeque;
 use std::fmt;
 use std::mem::ManuallyDrop;
@@ -29,6 +30,8 @@ pub(crate) enum SystemMsg {
     Watch(Arc<dyn Watcher>),
     Terminated(ActorId, StopReason),
     Registered(String),
+    /// Timers of the actor fired (they wait in its timer table's fired list).
+    TimersFired,
 }
 
 /// Dropped when a step that a supervisor waits for is over, whichever way.
@@ -112,6 +115,9 @@ pub(crate) struct ActorCell<A: Actor> {
     started_msgs: AtomicU64,
     /// Set once, just before the mailbox closes: what a late watcher is told.
     stop_reason: Mutex<Option<StopReason>>,
+    /// Pending timers (boxed on first use: most actors set none). Messages never take this
+    /// lock; setting, firing and cancelling a timer do.
+    timers: SpinLock<Option<Box<ActorTimers<A::Msg>>>>,
     run: UnsafeCell<RunState<A>>,
     /// 1 if its turns run on a thread of its own instead of the workers (see `blocking`).
     /// A byte in the padding beside `sched`, where a pointer would grow every cell; a `u8`,
@@ -143,6 +149,7 @@ impl<A: Actor> ActorCell<A> {
             live_key: AtomicUsize::new(usize::MAX),
             started_msgs: AtomicU64::new(0),
             stop_reason: Mutex::new(None),
+            timers: SpinLock::new(None),
             run: UnsafeCell::new(RunState {
                 actor: Some(actor),
                 batch: VecDeque::new(),
@@ -306,6 +313,8 @@ impl<A: Actor> ActorCell<A> {
             return;
         }
         st.suspended = true;
+        // The instance's timers go with it (the next one sets its own in `started`).
+        self.drop_timers();
         if let Some(mut actor) = st.actor.take() {
             let mut ignored = None;
             let mut ctx = Context {
@@ -374,6 +383,158 @@ impl<A: Actor> ActorCell<A> {
             SystemMsg::Terminated(id, reason) => {
                 self.with_context(st, stop, |a, ctx| a.watched_stopped(id, &reason, ctx))
             }
+            SystemMsg::TimersFired => self.on_timers(st, stop),
+        }
+    }
+
+    /// Timers fired: handle the message of each that is still pending, in the order fired (an
+    /// interval is armed for its next tick first). Each is taken out under the lock just
+    /// before its handler runs, so a cancel made by an earlier handler still wins.
+    fn on_timers(self: &Arc<Self>, st: &mut RunState<A>, stop: &mut Option<StopReason>) {
+        while stop.is_none() {
+            if !self.next_timer(st, stop) {
+                return;
+            }
+        }
+    }
+
+    /// Handles the next fired timer, if any; returns false when there was none.
+    fn next_timer(self: &Arc<Self>, st: &mut RunState<A>, stop: &mut Option<StopReason>) -> bool {
+        let (fired, id, slot) = {
+            let mut timers = self.timers.lock();
+            let Some(t) = timers.as_mut() else {
+                return false;
+            };
+            let Some((slot, wheel)) = t.pop_fired() else {
+                return false;
+            };
+            let fired = t.fire(slot, wheel, || self.system.sched.now());
+            let mut id = None;
+            if matches!(fired, Some(Fired::Make(_))) {
+                let at = t.interval_due(slot).expect("the interval is pending");
+                self.arm(t, slot, at, &self.timer_target());
+                id = Some(t.id(slot));
+            }
+            (fired, id, slot)
+        };
+        match fired {
+            None => {}
+            Some(Fired::Msg(msg)) => {
+                count_started(&self.started_msgs);
+                self.with_context(st, stop, |a, ctx| a.handle(msg, ctx));
+            }
+            Some(Fired::Make(mut make)) => {
+                self.with_context(st, stop, |a, ctx| {
+                    let msg = make();
+                    count_started(&ctx.cell.started_msgs);
+                    a.handle(msg, ctx);
+                });
+                let id = id.expect("an interval has an id");
+                let mut timers = self.timers.lock();
+                let unused = match timers.as_mut() {
+                    Some(t) => t.give_back(slot, id, make),
+                    None => Some(make),
+                };
+                // A maker no longer wanted is dropped outside the lock.
+                drop(timers);
+                drop(unused);
+            }
+        }
+        true
+    }
+
+    /// What the wheel and the handles hold of this cell: a weak reference.
+    fn timer_target(self: &Arc<Self>) -> ActorTimerRef {
+        Arc::downgrade(self) as Weak<dyn TimerTarget>
+    }
+
+    /// Sets the wheel entry of timer `slot` due at scheduler time `at` and records it: in
+    /// this worker's actor wheel (or the test kit's queue), or, outside the pool, as a
+    /// closure timer on the workers in turn.
+    fn arm(
+        self: &Arc<Self>,
+        t: &mut ActorTimers<A::Msg>,
+        slot: u32,
+        at: Duration,
+        target: &ActorTimerRef,
+    ) {
+        let sched = &self.system.sched;
+        let wheel = match sched.set_actor_timer(at, target.clone(), slot) {
+            Some(wheel) => wheel,
+            None => {
+                let id = t.outside_id();
+                let cell = Arc::downgrade(self);
+                let _ = sched.run_at(
+                    at,
+                    Box::new(move || {
+                        if let Some(cell) = cell.upgrade() {
+                            cell.timers_due(&mut std::iter::once((slot, id)));
+                        }
+                    }),
+                );
+                id
+            }
+        };
+        t.set_wheel(slot, wheel);
+    }
+
+    /// Sets a one-shot timer delivering `msg` at scheduler time `at` (zero: at once).
+    pub(crate) fn set_timer(self: &Arc<Self>, at: Duration, msg: A::Msg) -> TimerHandle {
+        let mut timers = self.timers.lock();
+        // Checked under the lock: `drop_timers` (after the mailbox closes) takes the table
+        // under it too, so a timer added here is either refused or dropped there.
+        if self.mailbox.refuses_users() {
+            drop(timers);
+            drop(msg);
+            return TimerHandle::inert();
+        }
+        let t = timers.get_or_insert_with(Box::default);
+        let slot = t.add_once(msg);
+        let target = self.timer_target();
+        self.arm(t, slot, at, &target);
+        let id = t.id(slot);
+        drop(timers);
+        timer::handle(target, slot, id)
+    }
+
+    /// Sets an interval whose ticks `make` the message, the first one `period` from now.
+    pub(crate) fn set_interval(
+        self: &Arc<Self>,
+        period: Duration,
+        make: Box<dyn FnMut() -> A::Msg + Send>,
+    ) -> TimerHandle {
+        assert!(!period.is_zero(), "an interval's period must not be zero");
+        let start = self.system.sched.now();
+        let mut timers = self.timers.lock();
+        if self.mailbox.refuses_users() {
+            drop(timers);
+            drop(make);
+            return TimerHandle::inert();
+        }
+        let t = timers.get_or_insert_with(Box::default);
+        let slot = t.add_interval(make, start, period);
+        let at = t.interval_due(slot).expect("just added");
+        let target = self.timer_target();
+        self.arm(t, slot, at, &target);
+        let id = t.id(slot);
+        drop(timers);
+        timer::handle(target, slot, id)
+    }
+
+    /// Drops every pending timer (the actor stops or restarts) and takes their entries out
+    /// of the wheels.
+    fn drop_timers(&self) {
+        let table = self.timers.lock().take();
+        if let Some(table) = table {
+            for wheel in table.wheel_entries() {
+                self.system.sched.cancel_wheel(wheel);
+            }
+            let pending = table.pending_messages();
+            if pending > 0 {
+                self.system.count_timers_dropped(pending);
+            }
+            // Their messages are dropped here, outside the lock.
+            drop(table);
         }
     }
 
@@ -411,10 +572,7 @@ impl<A: Actor> ActorCell<A> {
                     break;
                 };
                 handled += 1;
-                // Only this thread writes it (the actor is RUNNING here): no read-modify-write.
-                let started = self.started_msgs.load(Ordering::Relaxed);
-                self.started_msgs
-                    .store(started.wrapping_add(1), Ordering::Relaxed);
+                count_started(&self.started_msgs);
                 self.with_context(st, &mut stop, |a, ctx| a.handle(msg, ctx));
                 // A control message (a kill, a supervisor's order) overtakes the rest of the
                 // batch; after the batch's last message, the next look at the mailbox finds
@@ -474,6 +632,8 @@ impl<A: Actor> ActorCell<A> {
                 _ => {}
             }
         }
+        // After the mailbox closed: no timer can be added any more.
+        self.drop_timers();
         // Names go first: a lookup must not find an actor that no longer takes messages, and
         // one that `stopped` tells of its end may want to claim the name again at once.
         for name in st.names.drain(..) {
@@ -541,6 +701,38 @@ impl<A: Actor> Runnable for ActorCell<A> {
             id: self.id,
             type_name: std::any::type_name::<A>(),
             started_msgs: self.started_msgs(),
+        }
+    }
+}
+
+/// Counts a message started (only the thread running the actor writes it: no
+/// read-modify-write).
+fn count_started(started: &AtomicU64) {
+    let n = started.load(Ordering::Relaxed);
+    started.store(n.wrapping_add(1), Ordering::Relaxed);
+}
+
+impl<A: Actor> TimerTarget for ActorCell<A> {
+    fn timers_due(self: Arc<Self>, due: &mut dyn Iterator<Item = (u32, WheelRef)>) {
+        let tell = self
+            .timers
+            .lock()
+            .as_mut()
+            .is_some_and(|t| t.push_fired(due));
+        if tell {
+            let _ = self.push_system(SystemMsg::TimersFired);
+        }
+    }
+
+    fn cancel_timer(&self, slot: u32, id: WheelRef) -> bool {
+        let cancelled = self.timers.lock().as_mut().and_then(|t| t.cancel(slot, id));
+        // The lock is released: the message is dropped here, and the wheel entry goes too.
+        match cancelled {
+            Some(c) => {
+                self.system.sched.cancel_wheel(c.wheel);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -626,16 +818,17 @@ impl<A: Actor> Addr<A> {
         })
     }
 
-    /// Delivers `msg` after `delay` (a one-shot timer on a worker; no thread per timer). If
-    /// the actor has stopped by then, the message is dropped.
-    pub fn send_after(&self, delay: Duration, msg: A::Msg) {
-        let addr = self.clone();
-        let _ = self.cell.system.sched.run_after(
-            delay,
-            Box::new(move || {
-                let _ = addr.cell.push_user(msg, true);
-            }),
-        );
+    /// Delivers `msg` after `delay`: a one-shot timer on a worker's timing wheel (no thread
+    /// per timer), never early, usually within a millisecond after it is due. Callable from
+    /// any thread; a timer set outside the workers goes to them in turn. Returns the handle
+    /// that cancels it ([`TimerHandle::cancel`]: a cancel that returns `true` means the
+    /// message is never delivered). If the actor stops first, the message is dropped with
+    /// it; the timer does not keep the actor alive.
+    ///
+    /// The message arrives as a system notice and is handled before the user messages
+    /// already queued, past any mailbox capacity.
+    pub fn send_after(&self, delay: Duration, msg: A::Msg) -> TimerHandle {
+        self.cell.set_timer(timer_at(&self.cell.system, delay), msg)
     }
 
     /// Stops the actor gracefully: from this call on its mailbox refuses new messages
@@ -963,9 +1156,124 @@ impl<A: Actor> Context<'_, A> {
             .add_watcher(self.cell.clone() as Arc<dyn Watcher>);
     }
 
-    /// Sends this actor `msg` after `delay`.
-    pub fn send_self_after(&self, delay: Duration, msg: A::Msg) {
-        self.addr().send_after(delay, msg);
+    /// Sends this actor `msg` after `delay` (see [`Addr::send_after`]). Returns the handle
+    /// that cancels it; a cancel from this actor ([`Context::cancel_timer`]) always wins,
+    /// even if the timer has fired and its notice waits in the mailbox.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use kendynet::{Actor, Context, System, TimerHandle};
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    ///
+    /// /// Says "idle" if no message comes within 50 ms of the last one.
+    /// struct Session {
+    ///     idle: Option<TimerHandle>,
+    ///     out: mpsc::Sender<&'static str>,
+    /// }
+    ///
+    /// enum Msg {
+    ///     Data,
+    ///     Idle,
+    /// }
+    ///
+    /// impl Actor for Session {
+    ///     type Msg = Msg;
+    ///     fn handle(&mut self, msg: Msg, ctx: &mut Context<Self>) {
+    ///         match msg {
+    ///             Msg::Data => {
+    ///                 if let Some(old) = self.idle.take() {
+    ///                     ctx.cancel_timer(&old);
+    ///                 }
+    ///                 self.idle = Some(ctx.send_self_after(Duration::from_millis(50), Msg::Idle));
+    ///                 self.out.send("data").unwrap();
+    ///             }
+    ///             Msg::Idle => self.out.send("idle").unwrap(),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let system = System::builder().workers(1).build()?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let s = system.spawn(Session { idle: None, out: tx });
+    /// s.send(Msg::Data).unwrap();
+    /// s.send(Msg::Data).unwrap();
+    /// let wait = Duration::from_secs(5);
+    /// assert_eq!(rx.recv_timeout(wait).unwrap(), "data");
+    /// assert_eq!(rx.recv_timeout(wait).unwrap(), "data");
+    /// assert_eq!(rx.recv_timeout(wait).unwrap(), "idle"); // only one: the first was cancelled
+    /// system.shutdown(wait);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn send_self_after(&self, delay: Duration, msg: A::Msg) -> TimerHandle {
+        self.cell.set_timer(timer_at(&self.cell.system, delay), msg)
+    }
+
+    /// Delivers a message made by `make` every `period`, at fixed rate: tick `k` is due at
+    /// `start + k·period` (`start` is now), so ticks do not drift however long the handler
+    /// takes. A tick handled late is delivered once; ticks that fell due meanwhile are
+    /// skipped, and the next one is the first of the original phase that is still ahead
+    /// (no catch-up burst). Cancel it with the returned handle; it stops with the actor.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use kendynet::{Actor, Context, System, TimerHandle};
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    ///
+    /// /// A room that ticks every 10 ms and stops ticking after three.
+    /// struct Room {
+    ///     tick: Option<TimerHandle>,
+    ///     ticks: u64,
+    ///     out: mpsc::Sender<u64>,
+    /// }
+    ///
+    /// impl Actor for Room {
+    ///     type Msg = u64;
+    ///     fn started(&mut self, ctx: &mut Context<Self>) {
+    ///         let mut k = 0;
+    ///         self.tick = Some(ctx.run_interval(Duration::from_millis(10), move || {
+    ///             k += 1;
+    ///             k
+    ///         }));
+    ///     }
+    ///     fn handle(&mut self, k: u64, ctx: &mut Context<Self>) {
+    ///         self.ticks += 1;
+    ///         self.out.send(k).unwrap();
+    ///         if self.ticks == 3 {
+    ///             let cancelled = ctx.cancel_timer(self.tick.as_ref().unwrap());
+    ///             assert!(cancelled); // no fourth tick will be handled
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let system = System::builder().workers(1).build()?;
+    /// let (tx, rx) = mpsc::channel();
+    /// system.spawn(Room { tick: None, ticks: 0, out: tx });
+    /// let wait = Duration::from_secs(5);
+    /// let ticks: Vec<u64> = (0..3).map(|_| rx.recv_timeout(wait).unwrap()).collect();
+    /// assert_eq!(ticks, [1, 2, 3]);
+    /// system.shutdown(wait);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Panics
+    /// If `period` is zero.
+    pub fn run_interval(
+        &self,
+        period: Duration,
+        make: impl FnMut() -> A::Msg + Send + 'static,
+    ) -> TimerHandle {
+        self.cell.set_interval(period, Box::new(make))
+    }
+
+    /// Cancels a timer of this actor (or any other: it is [`TimerHandle::cancel`]). Returns
+    /// `true` if it was pending; its message is then never delivered, even if the timer has
+    /// already fired and its notice waits in the mailbox.
+    pub fn cancel_timer(&self, timer: &TimerHandle) -> bool {
+        timer.cancel()
     }
 
     /// Fails this actor once the current handler returns, as a panic would (its supervisor
@@ -985,6 +1293,15 @@ impl<A: Actor> Context<'_, A> {
     /// [`RegistryError::NameTaken`] if another actor holds it.
     pub fn register(&self, name: &str) -> Result<(), RegistryError> {
         register(&self.cell.system, name, &self.addr())
+    }
+}
+
+/// The scheduler time a timer of `delay` is due at (zero: due at once).
+fn timer_at(system: &SystemInner, delay: Duration) -> Duration {
+    if delay.is_zero() {
+        Duration::ZERO
+    } else {
+        system.sched.now().saturating_add(delay)
     }
 }
 

@@ -27,6 +27,7 @@ pub(crate) mod scheduler;
 pub(crate) mod stall;
 mod supervisor;
 pub(crate) mod system;
+mod timer;
 pub(crate) mod timers;
 pub(crate) mod watchdog;
 
@@ -44,6 +45,7 @@ pub use supervisor::{
 };
 pub(crate) use system::SystemInner;
 pub use system::{DroppedMessages, RegistryError, SystemHandle};
+pub use timer::TimerHandle;
 
 use std::fmt;
 use std::time::Duration;

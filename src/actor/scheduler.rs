@@ -18,9 +18,11 @@
 //! `SeqCst` fence, and wakes a worker whose flag it manages to clear. One of the two always
 //! sees the other, so no task waits while every worker sleeps.
 //!
-//! Actor timers live on the workers too: a timer set on a worker joins that worker's queue, one
-//! set from another thread goes to the workers in turn, and a parked worker's wait ends at its
-//! next deadline.
+//! Timers live on the workers too: each worker has two timing wheels (`timers.rs`), one for
+//! actors' own timers (a node holds a weak reference to the actor and its timer's slot) and
+//! one for closures. A timer set on a worker joins that worker's wheel, one set from another
+//! thread goes to the workers in turn (as a closure), and a parked worker's wait ends at its
+//! next deadline. A worker with no pending timer pays two branches per loop for them.
 //!
 //! With the `testkit` feature a scheduler can also be built without workers
 //! ([`Scheduler::new_manual`]): tasks and timers then go to a [`Manual`] driver (the test kit's
@@ -31,7 +33,7 @@
 use super::stall::TurnMark;
 use super::timers::{TimerFn, TimerKey, TimerQueue};
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, IdleWorkers, Mutex, Ordering, thread_local};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, IdleWorkers, Mutex, Ordering, Weak, thread_local};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::ptr::NonNull;
@@ -145,19 +147,84 @@ pub(crate) trait Driver {
 }
 
 /// Where a scheduler without workers sends its tasks and timers (the test kit's simulation).
-/// Both are called on any thread (senders, handlers); the driver runs them later, one at a
+/// Called on any thread (senders, handlers); the driver runs tasks and timers later, one at a
 /// time, on its own.
 #[cfg(feature = "testkit")]
 pub(crate) trait Manual: Send + Sync {
     /// A task became runnable.
     fn schedule(&self, task: Task);
-    /// `f` is due `delay` from now, on the driver's clock.
-    fn run_after(&self, delay: Duration, f: TimerFn) -> TimerKey;
-    /// Drops a timer `run_after` set, unless it has fired.
+    /// The driver's clock: time since it started.
+    fn now(&self) -> Duration;
+    /// `action` (with `aux` beside it) is due at `at` on the driver's clock (now, if that has
+    /// passed).
+    fn run_at(&self, at: Duration, aux: u32, action: TimerAction) -> TimerKey;
+    /// Drops a timer `run_at` set, unless it has fired.
     fn cancel(&self, key: TimerKey);
 }
 
+/// Something with timers of its own (an actor), told when one of them falls due.
+pub(crate) trait TimerTarget: Send + Sync + 'static {
+    /// Timers of it are due: each one's slot and wheel entry (a batch: the timers of one
+    /// target that fall due together reach it in one call).
+    fn timers_due(self: Arc<Self>, due: &mut dyn Iterator<Item = (u32, WheelRef)>);
+    /// Cancels its timer in slot `slot` if that is still the one of handle id `id`; returns
+    /// whether it did (see `TimerHandle::cancel`).
+    fn cancel_timer(&self, slot: u32, id: WheelRef) -> bool;
+}
+
+/// An actor timer's wheel entry: only a weak reference (16 bytes), so that a pending timer
+/// does not keep a stopped actor's cell alive; the wheel's `aux` word is the timer's slot.
+pub(crate) type ActorTimerRef = Weak<dyn TimerTarget>;
+
+/// Tells the actor behind `target`, if it still exists, that its timer is due.
+#[cfg(feature = "testkit")]
+pub(crate) fn fire_actor_timer(target: ActorTimerRef, slot: u32, wheel: WheelRef) {
+    if let Some(target) = target.upgrade() {
+        target.timers_due(&mut std::iter::once((slot, wheel)));
+    }
+}
+
+/// What a timer of the manual driver's queue does when it fires.
+#[cfg(feature = "testkit")]
+pub(crate) enum TimerAction {
+    /// Runs a closure.
+    Run(TimerFn),
+    /// Tells an actor that its timer is due.
+    Actor(ActorTimerRef),
+}
+
+#[cfg(feature = "testkit")]
+impl TimerAction {
+    /// Fires the timer of `key` in the manual driver's queue, with `aux` stored beside it.
+    pub(crate) fn fire(self, aux: u32, key: TimerKey) {
+        match self {
+            TimerAction::Run(f) => f(),
+            TimerAction::Actor(target) => fire_actor_timer(
+                target,
+                aux,
+                WheelRef {
+                    worker: MANUAL_WHEEL,
+                    key,
+                },
+            ),
+        }
+    }
+}
+
+/// Where a timer of [`Scheduler::set_actor_timer`] waits: a worker's wheel or, for
+/// `worker == MANUAL_WHEEL`, the manual driver's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WheelRef {
+    pub(crate) worker: u32,
+    pub(crate) key: TimerKey,
+}
+
+/// The `worker` of a [`WheelRef`] into the manual driver's queue.
+#[cfg(feature = "testkit")]
+pub(crate) const MANUAL_WHEEL: u32 = u32::MAX;
+
 /// A timer set through [`Scheduler::run_after`], for [`Scheduler::cancel_timer`].
+#[allow(dead_code)]
 #[derive(Clone, Debug)]
 pub(crate) enum SchedTimer {
     /// In the queue of worker `worker`.
@@ -185,8 +252,9 @@ struct WorkerShared {
     turn: TurnMark,
     /// Timers set from other threads, for this worker to take into its queue.
     remote_timers: Mutex<Vec<(Instant, TimerFn)>>,
-    /// Timers of this worker that other threads cancelled, for it to drop.
-    remote_cancels: Mutex<Vec<TimerKey>>,
+    /// Timers of this worker that other threads cancelled, for it to drop (`true`: of its
+    /// actor wheel).
+    remote_cancels: Mutex<Vec<(bool, TimerKey)>>,
     /// Set when either of the two above has entries.
     remote_timers_pending: AtomicBool,
 }
@@ -200,6 +268,8 @@ pub(crate) struct Scheduler {
     idle: IdleWorkers,
     /// The worker that gets the next timer set from outside the pool.
     next_timer_worker: AtomicUsize,
+    /// Time zero of the workers' wheels and of [`Scheduler::now`].
+    epoch: Instant,
     spin_before_sleep: Duration,
     shutting_down: AtomicBool,
     exit: AtomicBool,
@@ -232,6 +302,7 @@ impl Scheduler {
                 .collect(),
             idle: IdleWorkers::new(),
             next_timer_worker: AtomicUsize::new(0),
+            epoch: Instant::now(),
             spin_before_sleep,
             shutting_down: AtomicBool::new(false),
             exit: AtomicBool::new(false),
@@ -311,13 +382,46 @@ impl Scheduler {
         !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
     }
 
+    /// The scheduler's clock, as time since it started (the manual driver's clock for a
+    /// scheduler without workers). Deadlines of [`Scheduler::set_actor_timer`] are on it.
+    pub(crate) fn now(&self) -> Duration {
+        #[cfg(feature = "testkit")]
+        if let Some(manual) = &self.manual {
+            return manual.now();
+        }
+        self.epoch.elapsed()
+    }
+
+    /// The instant of scheduler time `at`; time zero stands for "due at once" (the wheel's
+    /// rounding up to its tick would otherwise delay a zero delay to the next millisecond).
+    fn instant(&self, at: Duration) -> Instant {
+        if at.is_zero() {
+            return self.epoch;
+        }
+        self.epoch
+            .checked_add(at)
+            .unwrap_or_else(|| self.epoch + Duration::from_secs(100 * 365 * 86_400))
+    }
+
     /// Runs `f` on a worker after `delay`: on this worker if this thread is one of ours, else
     /// on the workers in turn. Returns what cancels it.
+    #[allow(dead_code)] // the closure timers' entry point (actors' own timers use the cell's)
     pub(crate) fn run_after(&self, delay: Duration, f: TimerFn) -> SchedTimer {
+        let at = if delay.is_zero() {
+            Duration::ZERO
+        } else {
+            self.now().saturating_add(delay)
+        };
+        self.run_at(at, f)
+    }
+
+    /// Runs `f` on a worker at scheduler time `at` (zero: at once), as
+    /// [`Scheduler::run_after`].
+    pub(crate) fn run_at(&self, at: Duration, f: TimerFn) -> SchedTimer {
         let leftover = with_current(self, |w| match w {
             Some(w) => Err(SchedTimer::Local {
                 worker: w.index as u32,
-                key: w.timers.borrow_mut().insert(Instant::now() + delay, f),
+                key: w.timers.borrow_mut().insert_since_epoch(at, 0, f),
             }),
             None => Ok(f),
         });
@@ -327,9 +431,8 @@ impl Scheduler {
         };
         #[cfg(feature = "testkit")]
         if let Some(manual) = &self.manual {
-            return SchedTimer::Manual(manual.run_after(delay, f));
+            return SchedTimer::Manual(manual.run_at(at, 0, TimerAction::Run(f)));
         }
-        let at = Instant::now() + delay;
         let flag = Arc::new(AtomicBool::new(false));
         let fire_flag = flag.clone();
         let f: TimerFn = Box::new(move || {
@@ -339,11 +442,79 @@ impl Scheduler {
         });
         let i = self.next_timer_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         let w = &self.workers[i];
-        w.remote_timers.lock().unwrap().push((at, f));
+        w.remote_timers.lock().unwrap().push((self.instant(at), f));
         w.remote_timers_pending.store(true, Ordering::SeqCst);
         // The worker raises its flag before it looks at `remote_timers_pending` (see `park`).
         w.unpark.wake_if_sleeping();
         SchedTimer::Remote(flag)
+    }
+
+    /// Sets an actor's timer, due at scheduler time `at` (zero: at once), in the actor wheel
+    /// of this worker (or the manual driver's queue): `target` hears of its slot `slot` and
+    /// of the returned wheel entry when it fires, unless [`Scheduler::cancel_wheel`] took it
+    /// out first. `None` on a thread outside the pool: the caller sets a closure timer
+    /// instead ([`Scheduler::run_at`], which spreads them over the workers).
+    pub(crate) fn set_actor_timer(
+        &self,
+        at: Duration,
+        target: ActorTimerRef,
+        slot: u32,
+    ) -> Option<WheelRef> {
+        let leftover = with_current(self, |w| match w {
+            Some(w) => Err(WheelRef {
+                worker: w.index as u32,
+                // The wheel's epoch is the scheduler's: no round trip through an `Instant`.
+                key: w
+                    .actor_timers
+                    .borrow_mut()
+                    .insert_since_epoch(at, slot, target),
+            }),
+            None => Ok(target),
+        });
+        let target = match leftover {
+            Ok(target) => target,
+            Err(local) => return Some(local),
+        };
+        #[cfg(feature = "testkit")]
+        if let Some(manual) = &self.manual {
+            let key = manual.run_at(at, slot, TimerAction::Actor(target));
+            return Some(WheelRef {
+                worker: MANUAL_WHEEL,
+                key,
+            });
+        }
+        drop(target);
+        None
+    }
+
+    /// Takes an entry of [`Scheduler::set_actor_timer`] out of its wheel, if it is still
+    /// there: at once on the worker that holds it (and in the test kit), else at that
+    /// worker's next loop. Only frees memory early: what makes the timer deliver nothing is
+    /// the target forgetting it.
+    pub(crate) fn cancel_wheel(&self, at: WheelRef) {
+        #[cfg(feature = "testkit")]
+        if at.worker == MANUAL_WHEEL {
+            if let Some(manual) = &self.manual {
+                manual.cancel(at.key);
+            }
+            return;
+        }
+        let taken = with_current(self, |w| match w {
+            Some(w) if w.index == at.worker as usize => {
+                Ok(w.actor_timers.borrow_mut().cancel_take(at.key))
+            }
+            _ => Err(()),
+        });
+        match taken {
+            // Dropped once the wheel is no longer borrowed.
+            Ok(target) => drop(target),
+            Err(()) => {
+                if let Some(w) = self.workers.get(at.worker as usize) {
+                    w.remote_cancels.lock().unwrap().push((true, at.key));
+                    w.remote_timers_pending.store(true, Ordering::SeqCst);
+                }
+            }
+        }
     }
 
     /// Cancels a timer of [`Scheduler::run_after`]. On the worker that holds it, or for a
@@ -351,6 +522,7 @@ impl Scheduler {
     /// result says whether it was still pending. From another thread the cancel is handed
     /// to the holding worker, the timer may fire before that worker takes it, and the
     /// result is false; callers that need to know keep state of their own.
+    #[allow(dead_code)]
     pub(crate) fn cancel_timer(&self, timer: &SchedTimer) -> bool {
         match timer {
             SchedTimer::Remote(flag) => !flag.swap(true, Ordering::AcqRel),
@@ -374,7 +546,7 @@ impl Scheduler {
                 let Some(w) = self.workers.get(*worker as usize) else {
                     return false;
                 };
-                w.remote_cancels.lock().unwrap().push(*key);
+                w.remote_cancels.lock().unwrap().push((false, *key));
                 w.remote_timers_pending.store(true, Ordering::SeqCst);
                 false
             }
@@ -418,7 +590,10 @@ pub(crate) struct WorkerLocal {
     lifo_streak: Cell<u32>,
     ticks: Cell<u32>,
     deque: Worker<Task>,
-    timers: RefCell<TimerQueue>,
+    /// Closure timers.
+    timers: RefCell<TimerQueue<Instant, TimerFn>>,
+    /// Actors' own timers: 40 bytes a node.
+    actor_timers: RefCell<TimerQueue<Instant, ActorTimerRef>>,
 }
 
 thread_local! {
@@ -504,16 +679,53 @@ impl WorkerLocal {
         Some(t)
     }
 
-    /// Runs the timers that are due (reading the clock only if any is pending).
+    /// The earliest deadline of either wheel (two branches when both are empty).
+    fn next_timer(&self) -> Option<Instant> {
+        let a = self.timers.borrow_mut().next_deadline();
+        let b = self.actor_timers.borrow_mut().next_deadline();
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs the timers that are due, as one batch per wheel (reading the clock only if any
+    /// is pending).
     fn run_due_timers(&self) {
-        if self.timers.borrow_mut().next_deadline().is_none() {
+        let Some(next) = self.next_timer() else {
+            return;
+        };
+        let now = Instant::now();
+        if next > now {
             return;
         }
-        let mut due = self.timers.borrow_mut().take_due(Instant::now());
+        let mut due = self.timers.borrow_mut().take_due(now);
         for t in due.drain(..) {
-            (t.run)();
+            (t.payload)();
         }
         self.timers.borrow_mut().recycle(due);
+        let mut due = self.actor_timers.borrow_mut().take_due(now);
+        // Consecutive timers of one actor go to it as one batch: one upgrade, one lock of its
+        // timer table, at most one notice in its mailbox.
+        let worker = self.index as u32;
+        let mut rest = &due[..];
+        while let Some(first) = rest.first() {
+            let run = rest
+                .iter()
+                .position(|t| !Weak::ptr_eq(&t.payload, &first.payload))
+                .unwrap_or(rest.len());
+            if let Some(target) = first.payload.upgrade() {
+                let mut batch = rest[..run].iter().map(|t| {
+                    let wheel = WheelRef { worker, key: t.key };
+                    (t.aux, wheel)
+                });
+                target.timers_due(&mut batch);
+            }
+            rest = &rest[run..];
+        }
+        // The weak references go here, outside the wheel's borrow.
+        due.clear();
+        self.actor_timers.borrow_mut().recycle(due);
     }
 
     /// Moves the timers other threads set for this worker into its queue.
@@ -525,17 +737,23 @@ impl WorkerLocal {
         let mut cancels = shared.remote_cancels.lock().unwrap();
         shared.remote_timers_pending.store(false, Ordering::SeqCst);
         let mut timers = self.timers.borrow_mut();
+        let mut actor_timers = self.actor_timers.borrow_mut();
         for (at, f) in remote.drain(..) {
-            timers.insert(at, f);
+            timers.insert(at, 0, f);
         }
-        let mut cancelled = Vec::with_capacity(cancels.len());
-        for key in cancels.drain(..) {
-            cancelled.push(timers.cancel_take(key));
+        let mut cancelled = Vec::new();
+        let mut actor_cancelled = Vec::new();
+        for (actor, key) in cancels.drain(..) {
+            if actor {
+                actor_cancelled.push(actor_timers.cancel_take(key));
+            } else {
+                cancelled.push(timers.cancel_take(key));
+            }
         }
-        drop((timers, cancels, remote));
+        drop((timers, actor_timers, cancels, remote));
         // Dropped outside the queue's borrow: a closure may hold an address whose last drop
         // runs an actor's destructor.
-        drop(cancelled);
+        drop((cancelled, actor_cancelled));
     }
 }
 
@@ -566,7 +784,8 @@ pub(crate) fn run_worker(
         lifo_streak: Cell::new(0),
         ticks: Cell::new(0),
         deque,
-        timers: RefCell::new(TimerQueue::new()),
+        timers: RefCell::new(TimerQueue::with_epoch(sched.epoch)),
+        actor_timers: RefCell::new(TimerQueue::with_epoch(sched.epoch)),
     };
     CURRENT.with(|c| c.set(&local));
     struct ResetCurrent;
@@ -616,7 +835,7 @@ pub(crate) fn run_worker(
         } else {
             recheck
         };
-        let next_timer = local.timers.borrow_mut().next_deadline();
+        let next_timer = local.next_timer();
         if let Some(next) = next_timer {
             let until = next.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(until, |t| t.min(until)));
@@ -641,4 +860,47 @@ pub(crate) fn run_worker(
         local.run_due_timers();
     }
     driver.exit();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoUnpark;
+    impl Unpark for NoUnpark {
+        fn wake_if_sleeping(&self) -> bool {
+            false
+        }
+        fn wake(&self) {}
+    }
+
+    struct Nobody;
+    impl TimerTarget for Nobody {
+        fn timers_due(self: Arc<Self>, _: &mut dyn Iterator<Item = (u32, WheelRef)>) {}
+        fn cancel_timer(&self, _: u32, _: WheelRef) -> bool {
+            false
+        }
+    }
+
+    /// Timers set outside the pool go to the workers in turn, not all to worker 0 (actors'
+    /// timers set there become closure timers: there is no actor wheel to put them in).
+    #[test]
+    fn timers_set_outside_the_pool_are_spread_over_the_workers() {
+        let unparkers: Vec<Arc<dyn Unpark>> = (0..3).map(|_| Arc::new(NoUnpark) as _).collect();
+        let (sched, _locals) = Scheduler::new(unparkers, Duration::ZERO);
+        for i in 0..6 {
+            let _ = sched.run_after(Duration::from_secs(1), Box::new(|| {}));
+            let target = Weak::<Nobody>::new() as Weak<dyn TimerTarget>;
+            assert!(
+                sched
+                    .set_actor_timer(Duration::from_secs(1), target, i)
+                    .is_none(),
+                "no actor wheel outside the pool"
+            );
+        }
+        for w in &sched.workers {
+            assert_eq!(w.remote_timers.lock().unwrap().len(), 2);
+            assert!(w.remote_timers_pending.load(Ordering::SeqCst));
+        }
+    }
 }

@@ -96,7 +96,8 @@ pub struct DroppedMessages {
     pub panicked: usize,
     /// Queued in actors that a shutdown stopped when its deadline passed.
     pub shutdown_deadline: usize,
-    /// Timer messages that came due after their actor had stopped.
+    /// One-shot timer messages still pending when their actor stopped (or was restarted):
+    /// a stopped actor's timers are dropped with it.
     pub timer_after_stop: usize,
 }
 
@@ -162,9 +163,9 @@ impl SystemInner {
         self.dropped[kind].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Counts a timer message that found its actor stopped.
-    pub(crate) fn count_timer_dropped(&self) {
-        self.dropped[3].fetch_add(1, Ordering::Relaxed);
+    /// Counts `n` timer messages still pending when their actor stopped (or restarted).
+    pub(crate) fn count_timers_dropped(&self, n: usize) {
+        self.dropped[3].fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn dropped(&self) -> DroppedMessages {

@@ -476,12 +476,12 @@ impl Sim {
             );
             self.world.set_now(at.max(now));
             let _entered = self.world.enter();
-            for (seq, due, fire) in self.core.take_due(self.world.now()) {
+            for (seq, due, key, aux, fire) in self.core.take_due(self.world.now()) {
                 self.world.record(format_args!(
                     "timer {seq} fires (due at {:.6}s)",
                     due.as_secs_f64()
                 ));
-                fire();
+                fire.fire(aux, key);
             }
             self.net.expire();
         }

@@ -9,15 +9,17 @@
 use super::rng::SimRng;
 use super::world::World;
 use crate::actor::ActorId;
-use crate::actor::scheduler::{Manual, Task};
-use crate::actor::timers::{TimerFn, TimerKey, TimerQueue};
+use crate::actor::scheduler::{Manual, Task, TimerAction};
+use crate::actor::timers::{TimerKey, TimerQueue};
 use crate::sync::{Arc, Mutex};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 struct CoreState {
     ready: BTreeMap<ActorId, Task>,
-    timers: TimerQueue<Duration>,
+    /// Each timer with the number the trace knows it by.
+    timers: TimerQueue<Duration, (u64, TimerAction)>,
+    timers_set: u64,
     rng: SimRng,
 }
 
@@ -42,6 +44,7 @@ impl SimCore {
             state: Mutex::new(CoreState {
                 ready: BTreeMap::new(),
                 timers: TimerQueue::new(),
+                timers_set: 0,
                 rng,
             }),
         }
@@ -68,10 +71,21 @@ impl SimCore {
         self.state.lock().unwrap().timers.next_deadline()
     }
 
-    /// Takes the timers due at `now`, in deadline order (then in the order set).
-    pub(crate) fn take_due(&self, now: Duration) -> Vec<(u64, Duration, TimerFn)> {
-        let due = self.state.lock().unwrap().timers.take_due(now);
-        due.into_iter().map(|t| (t.seq, t.at, t.run)).collect()
+    /// Takes the timers due at `now`, in deadline order (then in the order set): each one's
+    /// trace number, deadline, key and what to fire (with its `aux` word).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn take_due(
+        &self,
+        now: Duration,
+    ) -> Vec<(u64, Duration, TimerKey, u32, TimerAction)> {
+        let mut st = self.state.lock().unwrap();
+        let mut due = st.timers.take_due(now);
+        let out = due
+            .drain(..)
+            .map(|t| (t.payload.0, t.at, t.key, t.aux, t.payload.1))
+            .collect();
+        st.timers.recycle(due);
+        out
     }
 
     /// Actors waiting to run and timers pending.
@@ -100,12 +114,25 @@ impl Manual for SimCore {
         debug_assert!(prev.is_none(), "{id} scheduled twice");
     }
 
-    fn run_after(&self, delay: Duration, f: TimerFn) -> TimerKey {
-        let at = self.world.now().saturating_add(delay);
-        let key = self.state.lock().unwrap().timers.insert(at, f);
+    fn now(&self) -> Duration {
+        self.world.now()
+    }
+
+    fn run_at(&self, at: Duration, aux: u32, action: TimerAction) -> TimerKey {
+        let at = at.max(self.world.now());
+        let seq = {
+            let mut st = self.state.lock().unwrap();
+            st.timers_set += 1;
+            st.timers_set
+        };
+        let key = self
+            .state
+            .lock()
+            .unwrap()
+            .timers
+            .insert(at, aux, (seq, action));
         self.world.record(format_args!(
-            "timer {} set, due at {:.6}s",
-            key.seq,
+            "timer {seq} set, due at {:.6}s",
             at.as_secs_f64()
         ));
         key
@@ -113,9 +140,8 @@ impl Manual for SimCore {
 
     fn cancel(&self, key: TimerKey) {
         let dropped = self.state.lock().unwrap().timers.cancel_take(key);
-        if dropped.is_some() {
-            self.world
-                .record(format_args!("timer {} cancelled", key.seq));
+        if let Some((seq, _)) = &dropped {
+            self.world.record(format_args!("timer {seq} cancelled"));
         }
         // Dropped outside the lock: the closure may hold an address.
         drop(dropped);
