@@ -266,7 +266,30 @@ fn read_from(peer: &mut TcpStream, n: Option<usize>) -> Vec<u8> {
     }
 }
 
-/// Ends a socket model: the peer closes, the socket is closed (which also wakes its poller:
+/// Closes the peer's end with a reset (`SO_LINGER` zero) instead of a FIN: neither end then
+/// lingers in TIME_WAIT, which matters when a model dials thousands of times (every
+/// execution holding a loopback port for a minute would exhaust the ephemeral range).
+fn close_with_reset(peer: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid descriptor owned by `peer`, and a `linger` of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            peer.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
+    drop(peer);
+}
+
+/// Ends a socket model: the peer closes (with a reset), the socket is closed (which also wakes its poller:
 /// a blocked wait of the stand-in does not see the peer's real close), the owner sees
 /// Disconnected and is stopped, and the system shuts down with nothing left to wait for.
 fn finish(
@@ -276,7 +299,7 @@ fn finish(
     peer: TcpStream,
     rx: &Receiver<OwnerSaw>,
 ) {
-    drop(peer);
+    close_with_reset(peer);
     let _ = sock.close();
     match rx.recv().unwrap() {
         OwnerSaw::Disconnected(s) => assert_eq!(s, sock),
@@ -338,7 +361,7 @@ fn close_racing_send_loses_nothing_accepted_and_reuse_keeps_old_handles_stale() 
             OwnerSaw::Disconnected(s) => assert_eq!(s, sock),
             other => panic!("expected Disconnected, got {other:?}"),
         }
-        drop(peer);
+        close_with_reset(peer);
         // The slot is free now: the next socket takes it, with a new generation.
         let (sock2, peer2) = dial(&sys, &owner, &l, &rx);
         assert_eq!(sock2.to_u64() & 0xffff_ffff, sock.to_u64() & 0xffff_ffff);

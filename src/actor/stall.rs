@@ -2,7 +2,8 @@
 //! of every turn, read by the watchdog's thread) and what the watchdog reports ([`Stall`]).
 
 use super::ActorId;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::Ordering;
+use crate::sync::unmodelled::AtomicU64;
 use std::fmt;
 use std::time::Duration;
 

@@ -45,6 +45,13 @@ pub(crate) use loom::sync::{
 #[cfg(loom)]
 pub(crate) use once_lock::OnceLock;
 
+/// Atomics that loom does not model, in both modes: for marks that only reports read (the
+/// watchdog's view of each worker's turn), which no correctness argument rests on. Modelling
+/// them would only multiply the interleavings of every model.
+pub(crate) mod unmodelled {
+    pub(crate) use std::sync::atomic::AtomicU64;
+}
+
 /// Threads: `std::thread`, or loom's model threads.
 pub(crate) mod thread {
     #[cfg(not(loom))]
