@@ -394,3 +394,30 @@ fn a_named_child_keeps_its_name_across_restarts() {
     assert_eq!(found, a);
     shutdown_gracefully(system);
 }
+
+/// A child that fails before its supervisor's first turn still waits for the back-off (the
+/// supervisor's first `started` restarts nothing). Over seeds, so that some run the child
+/// first.
+#[test]
+fn a_child_failing_before_its_supervisors_first_turn_waits_for_the_back_off() {
+    kendynet::testkit::run_seeds(kendynet::testkit::seeds(16), |seed| {
+        let sim = Sim::new(seed);
+        let (log, events) = mpsc::channel();
+        let spec = SupervisorSpec::one_for_one()
+            .intensity(10, Duration::from_secs(600))
+            .backoff(Duration::from_millis(100), Duration::from_millis(100));
+        let sup = sim.spawn_supervisor(spec);
+        let a = sup.start_child(member("a", &log)).unwrap();
+        a.send(MemberMsg::Boom).unwrap();
+        a.send(MemberMsg::Inc).unwrap();
+        sim.run_until_idle();
+        expect_life(&events, Life::Started("a", 1));
+        expect_life(&events, Life::Stopped("a", 1));
+        assert!(events.try_recv().is_err(), "restarted before the back-off");
+        sim.advance(Duration::from_millis(100));
+        expect_life(&events, Life::Started("a", 2));
+        let report = sim.shutdown();
+        assert!(report.graceful, "{report:?}");
+        assert_eq!(report.dropped.total(), 0);
+    });
+}

@@ -8,7 +8,9 @@ use super::timer::{self, ActorTimers, Fired, TimerHandle};
 use super::{Actor, ActorId, RestartPolicy, StopReason};
 use crate::error::TrySendError;
 use crate::mailbox::{Mailbox, PushError, SchedState};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering, SpinLock, UnsafeCell, Weak};
+use crate::sync::{
+    Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, SpinLock, UnsafeCell, Weak,
+};
 use std::collections::VecDeque;
 use std::fmt;
 use std::mem::ManuallyDrop;
@@ -36,6 +38,10 @@ pub(crate) enum SystemMsg {
 
 /// Dropped when a step that a supervisor waits for is over, whichever way.
 pub(crate) type Done = Box<dyn Send>;
+
+/// How many messages of a batch run between two looks for a control message (a kill
+/// overtakes the rest of a batch after at most this many more messages).
+const CONTROL_LOOK_EVERY: usize = 8;
 
 /// Where a supervised child reports that its instance failed.
 pub(crate) trait SupervisorLink: Send + Sync + 'static {
@@ -92,8 +98,9 @@ struct RunState<A: Actor> {
     names: Vec<String>,
     /// Boxed: most actors are not supervised, and each spawned actor's size counts.
     restart: Option<Box<Restart<A>>>,
-    /// Set by a draining stop: stop with this reason once the mailbox is empty.
-    draining: Option<StopReason>,
+    /// Set by a draining stop: stop with this reason once the mailbox is empty (boxed: a
+    /// rare state, and each spawned actor's size counts).
+    draining: Option<Box<StopReason>>,
     /// The instance is gone until a supervisor restarts it; messages wait.
     suspended: bool,
 }
@@ -104,6 +111,9 @@ pub(crate) struct ActorCell<A: Actor> {
     pub(crate) depth: u32,
     /// Whether a supervisor decides on its restarts.
     supervised: bool,
+    /// Whether its instance is down, waiting for a restart (a copy of the run state's flag,
+    /// for the shutdown's look at who still has work).
+    waiting_restart: AtomicBool,
     sched: SchedState,
     mailbox: Mailbox<A::Msg, SystemMsg>,
     pub(crate) system: Arc<SystemInner>,
@@ -143,6 +153,7 @@ impl<A: Actor> ActorCell<A> {
             id,
             depth,
             supervised: matches!(restart, Some((_, Decides::Supervisor(_)))),
+            waiting_restart: AtomicBool::new(false),
             sched: SchedState::new(),
             mailbox: Mailbox::new(capacity),
             system,
@@ -199,6 +210,7 @@ impl<A: Actor> ActorCell<A> {
     }
 
     /// Queues the actor for a worker if this notification made it runnable.
+    #[inline]
     pub(crate) fn notify(self: &Arc<Self>) {
         if self.sched.notify() {
             if self.dedicated != 0 {
@@ -209,6 +221,7 @@ impl<A: Actor> ActorCell<A> {
         }
     }
 
+    #[inline]
     pub(crate) fn push_user(
         self: &Arc<Self>,
         msg: A::Msg,
@@ -313,6 +326,7 @@ impl<A: Actor> ActorCell<A> {
             return;
         }
         st.suspended = true;
+        self.waiting_restart.store(true, Ordering::Release);
         // The instance's timers go with it (the next one sets its own in `started`).
         self.drop_timers();
         if let Some(mut actor) = st.actor.take() {
@@ -348,6 +362,7 @@ impl<A: Actor> ActorCell<A> {
             Ok(actor) => {
                 st.actor = Some(actor);
                 st.suspended = false;
+                self.waiting_restart.store(false, Ordering::Release);
                 // What waited while it was suspended is taken before this turn goes idle.
                 self.sched.notify();
                 self.system.actor_restarted(self.id);
@@ -367,7 +382,7 @@ impl<A: Actor> ActorCell<A> {
             SystemMsg::Stop(reason) => *stop = Some(reason),
             SystemMsg::Drain(reason) => {
                 if st.draining.is_none() {
-                    st.draining = Some(reason);
+                    st.draining = Some(Box::new(reason));
                 }
             }
             SystemMsg::Suspend(done) => {
@@ -575,9 +590,14 @@ impl<A: Actor> ActorCell<A> {
                 count_started(&self.started_msgs);
                 self.with_context(st, &mut stop, |a, ctx| a.handle(msg, ctx));
                 // A control message (a kill, a supervisor's order) overtakes the rest of the
-                // batch; after the batch's last message, the next look at the mailbox finds
-                // it anyway.
-                if !st.batch.is_empty() && self.mailbox.system_waiting() {
+                // batch: looked for every few messages (the flag shares a cache line with the
+                // senders' lock, so a look per message would cost a miss per message under
+                // contention); after the batch's last message the next look at the mailbox
+                // finds it anyway.
+                if handled % CONTROL_LOOK_EVERY == 0
+                    && !st.batch.is_empty()
+                    && self.mailbox.system_waiting()
+                {
                     while stop.is_none() {
                         match self.mailbox.pop_system() {
                             Some(msg) => self.on_system(st, msg, &mut stop),
@@ -586,12 +606,15 @@ impl<A: Actor> ActorCell<A> {
                     }
                 }
             }
+            // A suspended actor drains once restarted (its supervisor's restart is pending
+            // work like any message); a shutdown's deadline stops it otherwise.
             if stop.is_none()
                 && st.draining.is_some()
+                && !st.suspended
                 && st.batch.is_empty()
-                && (st.suspended || self.mailbox.drained())
+                && self.mailbox.drained()
             {
-                stop = st.draining.take();
+                stop = st.draining.take().map(|r| *r);
             }
             if let Some(reason) = stop.take() {
                 return Turn::Finished(self.finish(st, reason));
@@ -762,7 +785,9 @@ impl<A: Actor> Stoppable for ActorCell<A> {
 
     fn idle_and_empty(&self) -> (bool, u64) {
         (
-            self.sched.is_idle() && self.mailbox.len() == 0,
+            self.sched.is_idle()
+                && self.mailbox.len() == 0
+                && !self.waiting_restart.load(Ordering::Acquire),
             self.started_msgs(),
         )
     }
@@ -811,6 +836,7 @@ impl<A: Actor> Addr<A> {
     /// # Errors
     /// The message is handed back: [`TrySendError::Full`] if the actor was spawned with a
     /// mailbox capacity and it is reached, [`TrySendError::Closed`] if the actor has stopped.
+    #[inline]
     pub fn send(&self, msg: A::Msg) -> Result<(), TrySendError<A::Msg>> {
         self.cell.push_user(msg, false).map_err(|e| match e {
             PushError::Full(m) => TrySendError::Full(m),
@@ -835,14 +861,15 @@ impl<A: Actor> Addr<A> {
     /// (senders get them back as [`TrySendError::Closed`]); the actor handles everything
     /// queued before, then stops with [`StopReason::Normal`]. Nothing is dropped.
     ///
-    /// To stop after the message in hand instead, dropping what is queued, use
-    /// [`Addr::kill`].
+    /// To stop without handling what is queued, dropping it, use [`Addr::kill`].
     pub fn stop(&self) {
         self.cell.drain_stop(StopReason::Normal);
     }
 
-    /// Stops the actor after the message in hand (control messages overtake its queue),
-    /// with [`StopReason::Normal`]. Messages still queued are dropped and counted in
+    /// Stops the actor soon, with [`StopReason::Normal`], without handling what is queued: the
+    /// kill overtakes the queue, and the actor stops after the message in hand (or, in the
+    /// middle of a batch of queued messages, after at most 8 more: a worker looks for control
+    /// messages every 8 messages). Messages still queued are dropped and counted in
     /// [`DroppedMessages::killed`](super::DroppedMessages::killed).
     pub fn kill(&self) {
         let _ = self.cell.push_system(SystemMsg::Stop(StopReason::Normal));

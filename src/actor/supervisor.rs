@@ -29,7 +29,7 @@
 use super::cell::{self, ActorCell, Addr, Done, Placement, Supervision, SupervisorLink, SystemMsg};
 use super::system::{RegistryError, SystemHandle};
 use super::{Actor, ActorId, Context, StopReason};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -160,9 +160,19 @@ impl<A: Actor> Child for Arc<ActorCell<A>> {
 /// (it survives its own restarts) and its [`SupervisorRef`]s.
 struct Children {
     list: Mutex<Vec<Arc<dyn Child>>>,
+    /// Set when an instance gave up under its parent and took the children down with it:
+    /// the next instance brings them back.
+    taken_down: AtomicBool,
 }
 
 impl Children {
+    fn new() -> Arc<Children> {
+        Arc::new(Children {
+            list: Mutex::new(Vec::new()),
+            taken_down: AtomicBool::new(false),
+        })
+    }
+
     fn snapshot(&self) -> Vec<Arc<dyn Child>> {
         self.list.lock().unwrap().clone()
     }
@@ -401,10 +411,13 @@ impl Actor for Supervisor {
     type Msg = SupervisorMsg;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // After its own restart: bring back the children taken down with the old instance
-        // (none, the first time), in start order.
-        self.waiting = self.children.snapshot().iter().map(|c| c.id()).collect();
-        self.restart_next(ctx);
+        // After its own restart: bring back the children taken down with the old instance,
+        // in start order. (Not on the first start: a child that failed before this first
+        // turn is in a `ChildFailed` that waits in the mailbox, with its back-off.)
+        if self.children.taken_down.swap(false, Ordering::AcqRel) {
+            self.waiting = self.children.snapshot().iter().map(|c| c.id()).collect();
+            self.restart_next(ctx);
+        }
     }
 
     fn handle(&mut self, msg: SupervisorMsg, ctx: &mut Context<Self>) {
@@ -434,6 +447,7 @@ impl Actor for Supervisor {
         if self.gave_up.is_some() && ctx.is_supervised() {
             // Failing under a parent: the children go down with this instance and come
             // back with the next one.
+            self.children.taken_down.store(true, Ordering::Release);
             for c in &children {
                 c.suspend(None);
             }
@@ -444,6 +458,9 @@ impl Actor for Supervisor {
             None => (StopReason::Normal, true),
         };
         for c in children.iter().rev() {
+            // A child waiting for a restart has no instance to drain its mailbox with, and no
+            // restart is coming: it stops at once.
+            let drain = drain && !self.waiting.contains(&c.id());
             c.stop(reason.clone(), drain);
         }
         self.children.list.lock().unwrap().clear();
@@ -529,9 +546,7 @@ impl SupervisorRef {
     /// # Errors
     /// As [`SupervisorRef::start_child`].
     pub fn start_supervisor(&self, spec: SupervisorSpec) -> Result<SupervisorRef, RegistryError> {
-        let children = Arc::new(Children {
-            list: Mutex::new(Vec::new()),
-        });
+        let children = Children::new();
         let shared = children.clone();
         let addr = self.start_child(move || Supervisor::new(spec, shared.clone()))?;
         Ok(SupervisorRef {
@@ -545,9 +560,7 @@ impl SupervisorRef {
 impl SystemHandle {
     /// Spawns a top-level supervisor; start its children through the returned handle.
     pub fn spawn_supervisor(&self, spec: SupervisorSpec) -> SupervisorRef {
-        let children = Arc::new(Children {
-            list: Mutex::new(Vec::new()),
-        });
+        let children = Children::new();
         let addr = self.spawn(Supervisor::new(spec, children.clone()));
         SupervisorRef {
             addr,

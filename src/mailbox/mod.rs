@@ -147,12 +147,14 @@ impl<M, S> Mailbox<M, S> {
 
     /// Queues a user message, respecting the capacity unless `force` (network events, whose
     /// back-pressure is the socket's own limits).
+    #[inline]
     pub fn push(&self, msg: M, force: bool) -> Result<(), PushError<M>> {
         self.push_map(msg, |m| m, force)
     }
 
     /// Queues `convert(value)`; the conversion runs only once the message is accepted, so a
     /// refused value is handed back unconverted.
+    #[inline]
     pub fn push_map<T>(
         &self,
         value: T,
