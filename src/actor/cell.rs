@@ -544,7 +544,7 @@ impl<A: Actor> ActorCell<A> {
             for wheel in table.wheel_entries() {
                 self.system.sched.cancel_wheel(wheel);
             }
-            let pending = table.pending_messages();
+            let pending = table.due_unhandled();
             if pending > 0 {
                 self.system.count_timers_dropped(pending);
             }

@@ -96,8 +96,9 @@ pub struct DroppedMessages {
     pub panicked: usize,
     /// Queued in actors that a shutdown stopped when its deadline passed.
     pub shutdown_deadline: usize,
-    /// One-shot timer messages still pending when their actor stopped (or was restarted):
-    /// a stopped actor's timers are dropped with it.
+    /// One-shot timer messages that had come due but were not handled yet when their actor
+    /// stopped (or was restarted). Timers not yet due are cancelled by the stop and not
+    /// counted: a room's next tick pending at shutdown is not a lost message.
     pub timer_after_stop: usize,
 }
 

@@ -341,9 +341,18 @@ impl<M> ActorTimers<M> {
         }
     }
 
-    /// One-shot timers still pending (their messages would be dropped with the table).
-    pub(crate) fn pending_messages(&self) -> usize {
-        self.once.iter().filter(|o| o.msg.is_some()).count()
+    /// One-shot timers that came due (the wheel fired them) and whose message the actor has
+    /// not handled yet: what is lost if the table is dropped now. Timers not yet due are
+    /// cancelled by a stop, not lost.
+    pub(crate) fn due_unhandled(&self) -> usize {
+        self.fired
+            .iter()
+            .filter(|(slot, wheel)| {
+                self.once
+                    .get(*slot as usize)
+                    .is_some_and(|o| o.msg.is_some() && o.wheel == *wheel)
+            })
+            .count()
     }
 
     /// Every wheel entry still pending (when the actor stops, to take them out; ids of timers
