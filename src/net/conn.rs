@@ -577,8 +577,16 @@ impl ConnId {
     }
 
     /// Closes at once, discarding what is queued; `on_disconnect` runs with
-    /// [`DisconnectReason::ClosedLocally`].
+    /// [`DisconnectReason::ClosedLocally`]. Unknown or already closed ids are ignored, a
+    /// gracefully closed one included: its `on_disconnect` has run, and it only lingers until
+    /// the peer closes, so that what it wrote reaches the peer (ending it here would reset
+    /// the connection and destroy what the peer has not read yet).
     pub fn abort(self, engine: &mut Engine) {
+        if let Some(c) = engine.source_mut::<ConnEntry>(self.0)
+            && matches!(c.state, State::Lingering { .. })
+        {
+            return;
+        }
         end(engine, self, DisconnectReason::ClosedLocally);
     }
 
