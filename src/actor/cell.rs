@@ -328,7 +328,7 @@ impl<A: Actor> ActorCell<A> {
         st.suspended = true;
         self.waiting_restart.store(true, Ordering::Release);
         // The instance's timers go with it (the next one sets its own in `started`).
-        self.drop_timers();
+        self.drop_timers(true);
         if let Some(mut actor) = st.actor.take() {
             let mut ignored = None;
             let mut ctx = Context {
@@ -537,15 +537,17 @@ impl<A: Actor> ActorCell<A> {
     }
 
     /// Drops every pending timer (the actor stops or restarts) and takes their entries out
-    /// of the wheels.
-    fn drop_timers(&self) {
+    /// of the wheels. `count`: whether timer messages that came due and were not handled
+    /// count as dropped (not at the end of a drain: one coming due then came after the stop,
+    /// like a send the draining mailbox refuses).
+    fn drop_timers(&self, count: bool) {
         let table = self.timers.lock().take();
         if let Some(table) = table {
             for wheel in table.wheel_entries() {
                 self.system.sched.cancel_wheel(wheel);
             }
             let pending = table.due_unhandled();
-            if pending > 0 {
+            if count && pending > 0 {
                 self.system.count_timers_dropped(pending);
             }
             // Their messages are dropped here, outside the lock.
@@ -614,10 +616,11 @@ impl<A: Actor> ActorCell<A> {
                 && st.batch.is_empty()
                 && self.mailbox.drained()
             {
-                stop = st.draining.take().map(|r| *r);
+                let reason = st.draining.take().map_or(StopReason::Normal, |r| *r);
+                return Turn::Finished(self.finish(st, reason, true));
             }
             if let Some(reason) = stop.take() {
-                return Turn::Finished(self.finish(st, reason));
+                return Turn::Finished(self.finish(st, reason, false));
             }
             if !drained {
                 // The budget cut the batch short: let others run, come back later.
@@ -639,7 +642,13 @@ impl<A: Actor> ActorCell<A> {
 
     /// Stops for good: refuse new messages, free names, run `stopped`, tell watchers.
     /// Returns the system's reference to this cell, which the worker drops after the turn.
-    fn finish(self: &Arc<Self>, st: &mut RunState<A>, reason: StopReason) -> Arc<dyn Runnable> {
+    /// `drained`: it stops at the end of a drain (nothing it had accepted is left).
+    fn finish(
+        self: &Arc<Self>,
+        st: &mut RunState<A>,
+        reason: StopReason,
+        drained: bool,
+    ) -> Arc<dyn Runnable> {
         *self.stop_reason.lock().unwrap() = Some(reason.clone());
         let (unhandled, system) = self.mailbox.close();
         let dropped = unhandled.len() + st.batch.len();
@@ -656,7 +665,7 @@ impl<A: Actor> ActorCell<A> {
             }
         }
         // After the mailbox closed: no timer can be added any more.
-        self.drop_timers();
+        self.drop_timers(!drained);
         // Names go first: a lookup must not find an actor that no longer takes messages, and
         // one that `stopped` tells of its end may want to claim the name again at once.
         for name in st.names.drain(..) {

@@ -97,8 +97,9 @@ pub struct DroppedMessages {
     /// Queued in actors that a shutdown stopped when its deadline passed.
     pub shutdown_deadline: usize,
     /// One-shot timer messages that had come due but were not handled yet when their actor
-    /// stopped (or was restarted). Timers not yet due are cancelled by the stop and not
-    /// counted: a room's next tick pending at shutdown is not a lost message.
+    /// was killed, panicked or was restarted. Timers not yet due are cancelled by a stop and
+    /// not counted (a room's next tick pending at shutdown is not a lost message), and so is
+    /// one coming due as a drain ends (it came after the stop, like a refused send).
     pub timer_after_stop: usize,
 }
 
