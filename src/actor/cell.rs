@@ -555,6 +555,16 @@ impl<A: Actor> ActorCell<A> {
         }
     }
 
+    /// Handles the control messages waiting, until one stops the actor.
+    fn handle_system(self: &Arc<Self>, st: &mut RunState<A>, stop: &mut Option<StopReason>) {
+        while stop.is_none() {
+            match self.mailbox.pop_system() {
+                Some(msg) => self.on_system(st, msg, stop),
+                None => break,
+            }
+        }
+    }
+
     /// One turn: system messages first, then up to `budget` user messages. Returns true if
     /// messages are left and the actor must be queued again.
     fn turn(self: &Arc<Self>, budget: usize) -> Turn {
@@ -577,12 +587,7 @@ impl<A: Actor> ActorCell<A> {
                 self.mailbox.take_batch(&mut st.batch, budget - handled)
             };
             if system_waiting {
-                while stop.is_none() {
-                    match self.mailbox.pop_system() {
-                        Some(msg) => self.on_system(st, msg, &mut stop),
-                        None => break,
-                    }
-                }
+                self.handle_system(st, &mut stop);
             }
             while stop.is_none() && !st.suspended {
                 let Some(msg) = st.batch.pop_front() else {
@@ -600,12 +605,7 @@ impl<A: Actor> ActorCell<A> {
                     && !st.batch.is_empty()
                     && self.mailbox.system_waiting()
                 {
-                    while stop.is_none() {
-                        match self.mailbox.pop_system() {
-                            Some(msg) => self.on_system(st, msg, &mut stop),
-                            None => break,
-                        }
-                    }
+                    self.handle_system(st, &mut stop);
                 }
             }
             // A suspended actor drains once restarted (its supervisor's restart is pending

@@ -142,15 +142,7 @@ impl NetShared {
     /// Shutdown, step 3: closes every open socket gracefully (what was queued is written
     /// first).
     pub(crate) fn close_all_sockets(&self) {
-        let mut to_mark = Vec::new();
-        self.table().for_each_live(|id, st| {
-            if st.life == Life::Open {
-                st.life = Life::Closing { told_conn: false };
-                st.flush_pending = true;
-                to_mark.push((st.poller, id.index));
-            }
-        });
-        for (poller, index) in to_mark {
+        for (poller, index) in self.table().begin_closing_all() {
             self.mark_dirty(poller, index);
         }
     }

@@ -275,6 +275,20 @@ impl SockTable {
     }
 
     /// Calls `f` for each slot in use.
+    /// Shutdown: turns every open socket to a graceful close with its queue to flush, and
+    /// returns them as (poller, slot index) for their pollers to be told.
+    pub(crate) fn begin_closing_all(&self) -> Vec<(usize, u32)> {
+        let mut closing = Vec::new();
+        self.for_each_live(|id, st| {
+            if st.life == Life::Open {
+                st.life = Life::Closing { told_conn: false };
+                st.flush_pending = true;
+                closing.push((st.poller, id.index));
+            }
+        });
+        closing
+    }
+
     pub(crate) fn for_each_live(&self, mut f: impl FnMut(SlotId, &mut SlotState)) {
         for (c, chunk) in self.chunks.iter().enumerate() {
             let Some(slots) = chunk.get() else { break };

@@ -495,15 +495,7 @@ impl VirtualNet {
 
     /// Shutdown, step 3: every open socket closes gracefully.
     pub(crate) fn close_all_sockets(&self) {
-        let mut to_mark = Vec::new();
-        self.table().for_each_live(|id, st| {
-            if st.life == Life::Open {
-                st.life = Life::Closing { told_conn: false };
-                st.flush_pending = true;
-                to_mark.push(id.index);
-            }
-        });
-        for index in to_mark {
+        for (_, index) in self.table().begin_closing_all() {
             self.link.mark_dirty(0, index);
         }
     }
