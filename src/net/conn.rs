@@ -38,6 +38,18 @@ pub const DEFAULT_WRITE_LIMIT: usize = 8 << 20;
 /// The default time the oldest queued packet may wait before the connection is closed with
 /// [`DisconnectReason::SendTimeout`]; it also bounds the linger of a graceful close.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default high-water mark of a connection's queued output: past it the connection's
+/// [`SlowConsumer`] policy applies and a [`WriteFlow::HighWater`] event is reported.
+pub const DEFAULT_HIGH_WATER: usize = 1 << 20;
+/// The default low-water mark: once queued output has fallen to it, the policy is lifted and
+/// a [`WriteFlow::LowWater`] event is reported.
+pub const DEFAULT_LOW_WATER: usize = 256 << 10;
+/// The default time within which a packet must arrive whole once its first byte has arrived
+/// (a peer that drips a packet byte by byte is closed with
+/// [`DisconnectReason::PacketTimeout`]).
+pub const DEFAULT_PACKET_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default grace period of [`SlowConsumer::Disconnect`].
+pub const DEFAULT_SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(5);
 /// How much a connection tries to read at once.
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads one readiness event may do before other connections get their turn.
@@ -54,15 +66,31 @@ pub struct ConnOptions {
     /// connection with [`DisconnectReason::PacketTooLarge`] before anything is reserved for it.
     /// Default [`DEFAULT_MAX_PACKET_LEN`] (1 MiB).
     pub max_packet_len: usize,
-    /// Close with [`DisconnectReason::RecvTimeout`] after this long without a byte from the
-    /// peer. Default: none.
+    /// The idle timeout: close with [`DisconnectReason::RecvTimeout`] after this long without
+    /// a byte from the peer (the clock stands still while this side has paused reading).
+    /// Default: none.
     pub recv_timeout: Option<Duration>,
     /// Close with [`DisconnectReason::SendTimeout`] when the oldest queued packet has waited
     /// this long (a peer that stopped reading). Default [`DEFAULT_SEND_TIMEOUT`].
     pub send_timeout: Option<Duration>,
-    /// The most bytes that may wait in the send queue; a send beyond it fails with
-    /// [`TrySendError::Full`]. Default [`DEFAULT_WRITE_LIMIT`] (8 MiB).
+    /// The most bytes that may wait in the send queue, whatever the policy; a send beyond it
+    /// fails with [`TrySendError::Full`]. Default [`DEFAULT_WRITE_LIMIT`] (8 MiB).
     pub write_limit: usize,
+    /// Queued output past which the peer counts as a slow consumer: the
+    /// [`ConnOptions::slow_consumer`] policy applies until the output has fallen to
+    /// [`ConnOptions::low_water`]. Default [`DEFAULT_HIGH_WATER`] (1 MiB).
+    pub high_water: usize,
+    /// See [`ConnOptions::high_water`] (a value above it counts as equal to it). Default
+    /// [`DEFAULT_LOW_WATER`] (256 KiB).
+    pub low_water: usize,
+    /// What to do with a peer whose queued output passed the high-water mark. Default
+    /// [`SlowConsumer::PauseReading`].
+    pub slow_consumer: SlowConsumer,
+    /// Once the first byte of a packet has arrived, the whole packet must arrive within this
+    /// long, or the connection closes with [`DisconnectReason::PacketTimeout`] (the clock
+    /// stands still while this side has paused reading). Default [`DEFAULT_PACKET_TIMEOUT`]
+    /// (30 s).
+    pub packet_timeout: Option<Duration>,
     /// Raw mode: no framing; every read is delivered as one packet and packets are sent
     /// without their length header. Default: off.
     pub raw: bool,
@@ -75,6 +103,10 @@ impl Default for ConnOptions {
             recv_timeout: None,
             send_timeout: Some(DEFAULT_SEND_TIMEOUT),
             write_limit: DEFAULT_WRITE_LIMIT,
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: DEFAULT_LOW_WATER,
+            slow_consumer: SlowConsumer::PauseReading,
+            packet_timeout: Some(DEFAULT_PACKET_TIMEOUT),
             raw: false,
         }
     }
@@ -105,12 +137,77 @@ impl ConnOptions {
         self.write_limit = bytes;
         self
     }
+    /// Sets [`ConnOptions::high_water`] and [`ConnOptions::low_water`].
+    #[must_use]
+    pub fn watermarks(mut self, low: usize, high: usize) -> ConnOptions {
+        self.low_water = low;
+        self.high_water = high;
+        self
+    }
+    /// Sets [`ConnOptions::slow_consumer`].
+    #[must_use]
+    pub fn slow_consumer(mut self, policy: SlowConsumer) -> ConnOptions {
+        self.slow_consumer = policy;
+        self
+    }
+    /// Sets [`ConnOptions::packet_timeout`].
+    #[must_use]
+    pub fn packet_timeout(mut self, timeout: Option<Duration>) -> ConnOptions {
+        self.packet_timeout = timeout;
+        self
+    }
     /// Sets [`ConnOptions::raw`].
     #[must_use]
     pub fn raw(mut self, raw: bool) -> ConnOptions {
         self.raw = raw;
         self
     }
+}
+
+/// What a connection does about a peer that does not read as fast as it is sent to: its
+/// queued output passed [`ConnOptions::high_water`]. Each policy is lifted once the output has
+/// fallen to [`ConnOptions::low_water`]; [`ConnOptions::write_limit`] bounds the queue
+/// whatever the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SlowConsumer {
+    /// Stop reading from the peer (no more requests, so no more replies; the kernel's
+    /// buffers then push back on it), as Erlang's port watermarks and a tokio `Framed` echo
+    /// do. Sends are still queued up to the write limit. The default.
+    #[default]
+    PauseReading,
+    /// Keep reading, and drop new packets for the peer (sends fail with
+    /// [`TrySendError::Full`], broadcasts skip it), counting them.
+    Drop,
+    /// Keep reading and queuing, and disconnect with [`DisconnectReason::SlowConsumer`] if
+    /// the output stays above the low-water mark for `grace`.
+    Disconnect {
+        /// How long the output may stay above the mark.
+        grace: Duration,
+    },
+}
+
+impl SlowConsumer {
+    /// [`SlowConsumer::Disconnect`] after [`DEFAULT_SLOW_CONSUMER_GRACE`].
+    pub const DISCONNECT: SlowConsumer = SlowConsumer::Disconnect {
+        grace: DEFAULT_SLOW_CONSUMER_GRACE,
+    };
+}
+
+/// A connection's queued output crossed one of its watermarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteFlow {
+    /// Queued output passed [`ConnOptions::high_water`]: the slow-consumer policy applies.
+    HighWater {
+        /// Bytes queued then.
+        queued: usize,
+    },
+    /// Queued output fell to [`ConnOptions::low_water`] after a [`WriteFlow::HighWater`]: the
+    /// policy is lifted.
+    LowWater {
+        /// Bytes queued then.
+        queued: usize,
+    },
 }
 
 /// Why a connection ended.
@@ -127,6 +224,14 @@ pub enum DisconnectReason {
     RecvTimeout,
     /// The oldest queued packet waited longer than the configured send timeout.
     SendTimeout,
+    /// A packet did not arrive whole within [`ConnOptions::packet_timeout`] of its first byte.
+    PacketTimeout,
+    /// The peer stayed above the high-water mark for longer than the grace period of
+    /// [`SlowConsumer::Disconnect`].
+    SlowConsumer {
+        /// Bytes queued for it then.
+        queued: usize,
+    },
     /// The peer declared a packet longer than the maximum.
     PacketTooLarge {
         /// The declared payload length.
@@ -164,6 +269,10 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::ClosedLocally => f.write_str("closed locally"),
             DisconnectReason::RecvTimeout => f.write_str("receive timeout"),
             DisconnectReason::SendTimeout => f.write_str("send timeout: the peer stopped reading"),
+            DisconnectReason::PacketTimeout => f.write_str("packet timeout: a packet arrived too slowly"),
+            DisconnectReason::SlowConsumer { queued } => {
+                write!(f, "slow consumer: {queued} bytes queued past the grace period")
+            }
             DisconnectReason::PacketTooLarge { len, max } => {
                 write!(f, "packet of {len} bytes exceeds the maximum of {max}")
             }
@@ -185,6 +294,10 @@ pub struct ConnId(pub(crate) Key);
 pub type OnPacket = Box<dyn FnMut(&mut Engine, ConnId, RPacket)>;
 /// Called once when the connection ends.
 pub type OnDisconnect = Box<dyn FnOnce(&mut Engine, ConnId, DisconnectReason)>;
+/// Called when the queued output crosses a watermark (see [`Connection::on_write_flow`]).
+pub type OnWriteFlow = Box<dyn FnMut(&mut Engine, ConnId, WriteFlow)>;
+/// Called once when the peer has ended its input (see [`Connection::on_input_end`]).
+pub type OnInputEnd = Box<dyn FnOnce(&mut Engine, ConnId)>;
 
 /// A connected socket with its options, ready to be bound to an engine as a framed
 /// connection.
@@ -214,10 +327,20 @@ pub type OnDisconnect = Box<dyn FnOnce(&mut Engine, ConnId, DisconnectReason)>;
 /// }
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Debug)]
 pub struct Connection {
     socket: Socket,
     options: ConnOptions,
+    on_write_flow: Option<OnWriteFlow>,
+    on_input_end: Option<OnInputEnd>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("socket", &self.socket)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Connection {
@@ -226,7 +349,32 @@ impl Connection {
         Connection {
             socket,
             options: ConnOptions::default(),
+            on_write_flow: None,
+            on_input_end: None,
         }
+    }
+
+    /// Calls `f` when the queued output crosses a watermark: [`WriteFlow::HighWater`] when it
+    /// passes [`ConnOptions::high_water`] (the slow-consumer policy then applies),
+    /// [`WriteFlow::LowWater`] when it has fallen back to [`ConnOptions::low_water`].
+    #[must_use]
+    pub fn on_write_flow(mut self, f: impl FnMut(&mut Engine, ConnId, WriteFlow) + 'static) -> Connection {
+        self.on_write_flow = Some(Box::new(f));
+        self
+    }
+
+    /// Half-close: when the peer ends its input (end of stream after the packets before it,
+    /// all of them delivered first), the connection stops reading and calls `f`, and stays
+    /// open for sending until closed with [`ConnId::close`] (or the send timeout), so that the
+    /// replies to the last requests still reach the peer. Its `on_disconnect` then reports
+    /// [`DisconnectReason::PeerClosed`].
+    ///
+    /// Without it, the connection closes by itself at the end of input, after writing what
+    /// was queued before and while its last packets were delivered.
+    #[must_use]
+    pub fn on_input_end(mut self, f: impl FnOnce(&mut Engine, ConnId) + 'static) -> Connection {
+        self.on_input_end = Some(Box::new(f));
+        self
     }
 
     /// Replaces the options.
@@ -247,7 +395,13 @@ impl Connection {
         on_packet: impl FnMut(&mut Engine, ConnId, RPacket) + 'static,
         on_disconnect: impl FnOnce(&mut Engine, ConnId, DisconnectReason) + 'static,
     ) -> io::Result<ConnId> {
-        let Connection { socket, options } = self;
+        let Connection {
+            socket,
+            mut options,
+            on_write_flow,
+            on_input_end,
+        } = self;
+        options.low_water = options.low_water.min(options.high_water);
         let Socket { fd, peer } = socket;
         let now = engine.now();
         let conn = ConnEntry {
@@ -263,10 +417,18 @@ impl Connection {
             timer_at: None,
             dirty: false,
             in_batch: false,
-            paused: false,
+            paused: 0,
+            above_high: false,
+            above_since: now,
+            flow_event: None,
+            dropped: 0,
+            packet_started: None,
+            peer_eof: false,
             state: State::Open,
             on_packet: Some(Box::new(on_packet)),
             on_disconnect: Some(Box::new(on_disconnect)),
+            on_write_flow,
+            on_input_end,
         };
         let key = engine.register(conn, Interest::READ)?;
         if let Some(at) = engine
@@ -312,11 +474,45 @@ struct ConnEntry {
     /// Its read batch is running (`read_and_deliver`), which flushes at its end: replies
     /// queued meanwhile need no flush request to the engine.
     in_batch: bool,
-    /// Reading is paused (the consumer of its packets is behind).
-    paused: bool,
+    /// Why reading is paused, if it is: a set of `PAUSED_*` bits.
+    paused: u8,
+    /// The queued output passed the high-water mark and has not fallen to the low-water
+    /// mark since.
+    above_high: bool,
+    /// When it last passed the high-water mark.
+    above_since: Instant,
+    /// A watermark crossing not yet reported to `on_write_flow`.
+    flow_event: Option<WriteFlow>,
+    /// Packets dropped by the [`SlowConsumer::Drop`] policy or the write limit.
+    dropped: u64,
+    /// When the first byte of the partly received packet arrived (or reading resumed).
+    packet_started: Option<Instant>,
+    /// The peer has ended its input.
+    peer_eof: bool,
     state: State,
     on_packet: Option<OnPacket>,
     on_disconnect: Option<OnDisconnect>,
+    on_write_flow: Option<OnWriteFlow>,
+    on_input_end: Option<OnInputEnd>,
+}
+
+/// Reading paused by the user ([`ConnId::pause_reading`]).
+const PAUSED_BY_USER: u8 = 1;
+/// Reading paused because the consumer of the packets is behind (the actor runtime's owner
+/// backlog).
+pub(crate) const PAUSED_BY_CONSUMER: u8 = 2;
+/// Reading paused by the [`SlowConsumer::PauseReading`] policy.
+const PAUSED_BY_FLOW: u8 = 4;
+
+/// What became of a frame offered to a connection by a broadcast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Offered {
+    /// Queued for writing.
+    Queued,
+    /// Dropped by the slow-consumer policy or the write limit (and counted).
+    Dropped,
+    /// The connection is not open for sending.
+    Closed,
 }
 
 impl Source for ConnEntry {
@@ -341,15 +537,116 @@ impl ConnEntry {
         match self.state {
             State::Lingering { until } => consider(until),
             State::Open | State::Closing => {
-                if let (State::Open, Some(d)) = (self.state, self.options.recv_timeout) {
+                // Input deadlines run only while this side reads (a pause is not the peer's
+                // fault, and the end of input ends them).
+                let reading = self.state == State::Open && self.paused == 0 && !self.peer_eof;
+                if let (true, Some(d)) = (reading, self.options.recv_timeout) {
                     consider(self.last_recv + d);
+                }
+                if let (true, Some(d), Some(t)) =
+                    (reading, self.options.packet_timeout, self.packet_started)
+                {
+                    consider(t + d);
                 }
                 if let (false, Some(d)) = (self.queue.is_empty(), self.options.send_timeout) {
                     consider(self.oldest_queued_at + d);
                 }
+                if let (true, SlowConsumer::Disconnect { grace }) =
+                    (self.above_high, self.options.slow_consumer)
+                {
+                    consider(self.above_since + grace);
+                }
             }
         }
         next
+    }
+
+    /// Which deadline has passed at `now`, if any: the reason to end the connection.
+    fn expired(&self, now: Instant) -> Option<DisconnectReason> {
+        let reading = self.state == State::Open && self.paused == 0 && !self.peer_eof;
+        if let (false, Some(d)) = (self.queue.is_empty(), self.options.send_timeout)
+            && now >= self.oldest_queued_at + d
+        {
+            return Some(DisconnectReason::SendTimeout);
+        }
+        if let (true, SlowConsumer::Disconnect { grace }) =
+            (self.above_high, self.options.slow_consumer)
+            && now >= self.above_since + grace
+        {
+            return Some(DisconnectReason::SlowConsumer {
+                queued: self.queued_bytes,
+            });
+        }
+        if let (true, Some(d), Some(t)) = (reading, self.options.packet_timeout, self.packet_started)
+            && now >= t + d
+        {
+            return Some(DisconnectReason::PacketTimeout);
+        }
+        if let (true, Some(d)) = (reading, self.options.recv_timeout)
+            && now >= self.last_recv + d
+        {
+            return Some(DisconnectReason::RecvTimeout);
+        }
+        None
+    }
+
+    /// Sets or clears one reason to pause reading. When reading resumes, the input deadlines
+    /// start again from `now` (the peer could not send while this side did not read).
+    fn set_paused(&mut self, bit: u8, on: bool, now: Instant) {
+        let was = self.paused;
+        if on {
+            self.paused |= bit;
+        } else {
+            self.paused &= !bit;
+        }
+        if was != 0 && self.paused == 0 {
+            self.last_recv = now;
+            if self.packet_started.is_some() {
+                self.packet_started = Some(now);
+            }
+        }
+    }
+
+    /// Notes a watermark crossing for `on_write_flow` (a crossing back before the last was
+    /// reported cancels it: the user's view was right all along).
+    fn note_flow(&mut self, event: WriteFlow) {
+        self.flow_event = match self.flow_event {
+            Some(_) => None,
+            None => Some(event),
+        };
+    }
+
+    /// After output was queued: passing the high-water mark applies the policy.
+    fn check_high_water(&mut self, now: Instant) {
+        if self.above_high || self.queued_bytes <= self.options.high_water {
+            return;
+        }
+        self.above_high = true;
+        self.above_since = now;
+        if self.options.slow_consumer == SlowConsumer::PauseReading {
+            self.set_paused(PAUSED_BY_FLOW, true, now);
+        }
+        self.note_flow(WriteFlow::HighWater {
+            queued: self.queued_bytes,
+        });
+    }
+
+    /// After output was written: falling to the low-water mark lifts the policy.
+    fn check_low_water(&mut self, now: Instant) {
+        if !self.above_high || self.queued_bytes > self.options.low_water {
+            return;
+        }
+        self.above_high = false;
+        self.set_paused(PAUSED_BY_FLOW, false, now);
+        self.note_flow(WriteFlow::LowWater {
+            queued: self.queued_bytes,
+        });
+    }
+
+    /// Whether a new packet must be dropped rather than queued: the [`SlowConsumer::Drop`]
+    /// policy is in force.
+    fn drops_new_packets(&self) -> bool {
+        self.above_high && self.options.slow_consumer == SlowConsumer::Drop
     }
 
     /// The deadline to arm a timer for, if the next one is earlier than any armed (and
@@ -386,6 +683,7 @@ impl ConnEntry {
         }
         self.queued_bytes += frame.len();
         self.queue.push_back(frame);
+        self.check_high_water(now);
     }
 
     /// Queues a frame on an open connection and marks it dirty; returns whether the engine
@@ -455,6 +753,7 @@ impl ConnEntry {
                 written = 0;
             }
         }
+        self.check_low_water(now);
     }
 
     /// Writes as much of the queue as the socket takes, on the state in place in the
@@ -466,7 +765,7 @@ impl ConnEntry {
         match self.flush(now) {
             Ok(true) if self.state == State::Closing => Flushed::Linger,
             Err(e) => Flushed::End(DisconnectReason::from_io(&e)),
-            Ok(_) => Flushed::Changes(self.changes()),
+            Ok(_) => Flushed::Changes(self.changes(), self.flow_event.is_some()),
         }
     }
 
@@ -497,7 +796,7 @@ impl ConnEntry {
     fn wanted_interest(&self) -> Interest {
         match self.state {
             State::Open => Interest {
-                read: !self.paused,
+                read: self.paused == 0 && !self.peer_eof,
                 write: !self.queue.is_empty(),
             },
             State::Closing => Interest {
@@ -511,8 +810,12 @@ impl ConnEntry {
 
 /// What the read side produced.
 enum ReadStep {
+    /// Read a full buffer: there may be more.
     Packets,
+    /// Read what there was.
     Drained,
+    /// The peer ended its input.
+    Eof,
     End(DisconnectReason),
 }
 
@@ -530,7 +833,8 @@ impl ConnId {
         if c.state != State::Open {
             return Err(TrySendError::Closed(packet));
         }
-        if c.would_exceed_limit(packet.len() + packet::HEADER_LEN) {
+        if c.drops_new_packets() || c.would_exceed_limit(packet.len() + packet::HEADER_LEN) {
+            c.dropped += 1;
             return Err(TrySendError::Full(packet));
         }
         let frame = packet.into_frame();
@@ -539,10 +843,46 @@ impl ConnId {
         } else {
             frame
         };
-        if c.queue_frame(frame, now) {
+        let queued = (c.queue_frame(frame, now), c.flow_event.is_some());
+        self.after_queue(engine, queued);
+        Ok(())
+    }
+
+    /// After [`ConnEntry::queue_frame`] returned `flush`: asks for the flush, and reports a
+    /// watermark crossing if there was one.
+    fn after_queue(self, engine: &mut Engine, (flush, crossed): (bool, bool)) {
+        if flush {
             engine.request_flush(self.0);
         }
-        Ok(())
+        if crossed {
+            report_flow(engine, self);
+        }
+    }
+
+    /// Offers a frame (header included) that a broadcast shares between many connections:
+    /// queued unless the connection is not open, or its slow-consumer policy or write limit
+    /// drops it (counted in [`ConnId::dropped_packets`]). Raw connections get it without the
+    /// header.
+    pub(crate) fn offer_frame(self, engine: &mut Engine, frame: &Bytes) -> Offered {
+        let now = engine.now();
+        let Some(c) = engine.source_mut::<ConnEntry>(self.0) else {
+            return Offered::Closed;
+        };
+        if c.state != State::Open {
+            return Offered::Closed;
+        }
+        if c.drops_new_packets() || c.would_exceed_limit(frame.len()) {
+            c.dropped += 1;
+            return Offered::Dropped;
+        }
+        let frame = if c.options.raw {
+            frame.slice(packet::HEADER_LEN..)
+        } else {
+            frame.clone()
+        };
+        let queued = (c.queue_frame(frame, now), c.flow_event.is_some());
+        self.after_queue(engine, queued);
+        Offered::Queued
     }
 
     /// Queues an encoded frame (header included, or raw bytes in raw mode), past the write
@@ -556,9 +896,8 @@ impl ConnId {
         if c.state != State::Open {
             return false;
         }
-        if c.queue_frame(frame, now) {
-            engine.request_flush(self.0);
-        }
+        let queued = (c.queue_frame(frame, now), c.flow_event.is_some());
+        self.after_queue(engine, queued);
         true
     }
 
@@ -599,23 +938,43 @@ impl ConnId {
     }
 
     /// Stops reading from the socket (the kernel's buffers then push back on the peer)
-    /// until resumed: back-pressure for a consumer that has fallen behind.
+    /// until resumed: back-pressure for a consumer that has fallen behind, or "active once"
+    /// for a protocol that reads one request at a time. Independent of the pause of the
+    /// [`SlowConsumer::PauseReading`] policy: reading resumes when neither holds it.
     pub fn pause_reading(self, engine: &mut Engine) {
-        self.set_paused(engine, true);
+        self.set_paused(engine, PAUSED_BY_USER, true);
     }
 
     /// Reads again after [`ConnId::pause_reading`].
     pub fn resume_reading(self, engine: &mut Engine) {
-        self.set_paused(engine, false);
+        self.set_paused(engine, PAUSED_BY_USER, false);
     }
 
-    fn set_paused(self, engine: &mut Engine, paused: bool) {
+    /// Sets or clears one of the reasons why reading is paused (the `PAUSED_*` bits).
+    pub(crate) fn set_paused(self, engine: &mut Engine, bit: u8, on: bool) {
+        let now = engine.now();
         let Some(c) = engine.source_mut::<ConnEntry>(self.0) else {
             return;
         };
-        c.paused = paused;
-        let want = c.wanted_interest();
-        engine.set_interest(self.0, want);
+        c.set_paused(bit, on, now);
+        let changes = c.changes();
+        register_changes(engine, self.0, changes);
+    }
+
+    /// Packets dropped for this connection because of its [`SlowConsumer::Drop`] policy or
+    /// its write limit (sends refused with [`TrySendError::Full`], broadcasts skipped).
+    pub fn dropped_packets(self, engine: &mut Engine) -> u64 {
+        engine
+            .source_mut::<ConnEntry>(self.0)
+            .map_or(0, |c| c.dropped)
+    }
+
+    /// Whether the connection is reading from its peer (open, not paused for any reason,
+    /// and its input not ended).
+    pub fn is_reading(self, engine: &mut Engine) -> bool {
+        engine
+            .source_mut::<ConnEntry>(self.0)
+            .is_some_and(|c| c.state == State::Open && c.paused == 0 && !c.peer_eof)
     }
 
     /// Whether the connection is open for sending.
@@ -661,8 +1020,9 @@ fn flush_conn(engine: &mut Engine, id: ConnId) {
 
 /// What a flush leaves to do with the engine.
 enum Flushed {
-    /// Tell the engine the new interest and timer ([`ConnEntry::changes`]).
-    Changes((Interest, Option<Instant>)),
+    /// Tell the engine the new interest and timer ([`ConnEntry::changes`]), and report a
+    /// watermark crossing if there was one.
+    Changes((Interest, Option<Instant>), bool),
     /// A graceful close has written everything: linger.
     Linger,
     /// The write failed: end the connection.
@@ -672,7 +1032,12 @@ enum Flushed {
 /// Carries out what [`ConnEntry::write_queue`] left to do.
 fn after_flush(engine: &mut Engine, id: ConnId, flushed: Flushed) {
     match flushed {
-        Flushed::Changes(changes) => register_changes(engine, id.0, changes),
+        Flushed::Changes(changes, crossed) => {
+            register_changes(engine, id.0, changes);
+            if crossed {
+                report_flow(engine, id);
+            }
+        }
         Flushed::Linger => begin_linger(engine, id),
         Flushed::End(reason) => end(engine, id, reason),
     }
@@ -686,6 +1051,12 @@ fn begin_linger(engine: &mut Engine, id: ConnId) {
     let Some(c) = engine.source_mut::<ConnEntry>(id.0) else {
         return;
     };
+    if c.peer_eof {
+        // The peer ended its input and everything queued is written: nothing to wait for
+        // (closing sends the end of stream after the bytes still in the kernel's buffer).
+        end(engine, id, DisconnectReason::PeerClosed);
+        return;
+    }
     let cb = c.on_disconnect.take();
     if sys::shutdown_write(c.fd.as_fd()).is_err() {
         drop(engine.deregister(id.0));
@@ -700,6 +1071,43 @@ fn begin_linger(engine: &mut Engine, id: ConnId) {
     }
     if let Some(cb) = cb {
         cb(engine, id, DisconnectReason::ClosedLocally);
+    }
+}
+
+/// Reports the watermark crossing noted by [`ConnEntry::note_flow`] to `on_write_flow`.
+fn report_flow(engine: &mut Engine, id: ConnId) {
+    let Some(c) = engine.source_mut::<ConnEntry>(id.0) else {
+        return;
+    };
+    let Some(event) = c.flow_event.take() else {
+        return;
+    };
+    let Some(mut cb) = c.on_write_flow.take() else {
+        return;
+    };
+    cb(engine, id, event);
+    if let Some(c) = engine.source_mut::<ConnEntry>(id.0)
+        && c.on_write_flow.is_none()
+    {
+        c.on_write_flow = Some(cb);
+    }
+}
+
+/// The peer ended its input, after every packet before it was delivered: stop reading, and
+/// either tell the user (who closes when done) or close gracefully at once.
+fn input_ended(engine: &mut Engine, id: ConnId) {
+    let Some(c) = engine.source_mut::<ConnEntry>(id.0) else {
+        return;
+    };
+    c.peer_eof = true;
+    c.packet_started = None;
+    match c.on_input_end.take() {
+        Some(cb) => {
+            let changes = c.changes();
+            register_changes(engine, id.0, changes);
+            cb(engine, id);
+        }
+        None => id.close(engine),
     }
 }
 
@@ -764,17 +1172,26 @@ fn linger_read(engine: &mut Engine, id: ConnId) -> bool {
 /// sent while delivering.
 fn read_and_deliver(engine: &mut Engine, id: ConnId) {
     match engine.source_mut::<ConnEntry>(id.0) {
-        Some(c) if !c.paused => c.in_batch = true,
+        Some(c) if c.paused == 0 && !c.peer_eof => c.in_batch = true,
         _ => return,
     }
     read_batch(engine, id);
     // However the batch ended, the replies queued during it go out now, in one `writev`
     // (they asked the engine for no flush: see `queue_frame`).
     let now = engine.now();
-    let Some(c) = engine.source_mut::<ConnEntry>(id.0) else {
+    let Some(mut c) = engine.source_mut::<ConnEntry>(id.0) else {
         return;
     };
     c.in_batch = false;
+    if c.packet_started.is_some()
+        && let Some(at) = c.timer_to_arm()
+    {
+        engine.add_timer(id.0, at);
+        let Some(again) = engine.source_mut::<ConnEntry>(id.0) else {
+            return;
+        };
+        c = again;
+    }
     if c.dirty {
         let flushed = c.write_queue(now);
         after_flush(engine, id, flushed);
@@ -791,12 +1208,25 @@ fn read_batch(engine: &mut Engine, id: ConnId) {
         let Some(mut c) = engine.source_mut::<ConnEntry>(id.0) else {
             return;
         };
-        let step = read_once(now, c);
-        let drained = matches!(step, ReadStep::Drained);
-        if let ReadStep::End(reason) = step {
-            end(engine, id, reason);
+        // Sending replies may have paused reading (the slow-consumer policy).
+        if c.paused != 0 {
             return;
         }
+        let step = read_once(now, c);
+        let drained = match step {
+            ReadStep::Packets => false,
+            ReadStep::Drained => true,
+            ReadStep::Eof => {
+                // Every complete packet before the end was delivered after its read.
+                input_ended(engine, id);
+                return;
+            }
+            ReadStep::End(reason) => {
+                end(engine, id, reason);
+                return;
+            }
+        };
+        let mut cut = false;
         loop {
             if c.state != State::Open {
                 return;
@@ -809,6 +1239,7 @@ fn read_batch(engine: &mut Engine, id: ConnId) {
                     return;
                 }
             };
+            cut = true;
             let Some(mut cb) = c.on_packet.take() else {
                 return;
             };
@@ -821,6 +1252,12 @@ fn read_batch(engine: &mut Engine, id: ConnId) {
                 _ => return,
             };
         }
+        // The packet deadline runs from the first byte of the packet now partly received.
+        if cut || c.rbuf.is_empty() {
+            c.packet_started = (!c.rbuf.is_empty()).then_some(now);
+        } else if c.packet_started.is_none() {
+            c.packet_started = Some(now);
+        }
         if drained {
             break;
         }
@@ -829,30 +1266,18 @@ fn read_batch(engine: &mut Engine, id: ConnId) {
 
 /// One read into the receive buffer.
 fn read_once(now: Instant, c: &mut ConnEntry) -> ReadStep {
-    let want = if c.options.raw {
-        READ_CHUNK
-    } else {
-        // Room for the whole packet whose header is known (its length was checked against
-        // the maximum when the header arrived), and at least a chunk.
-        match packet::parse_header(&c.rbuf, c.options.max_packet_len) {
-            Ok(Some(total)) => total.saturating_sub(c.rbuf.len()).max(READ_CHUNK / 4),
-            _ => READ_CHUNK / 4,
-        }
-    };
     // An emptied buffer goes back to the start of its allocation when no packet cut from it
     // is still alive (no allocation, no copy), so reads keep landing in the same cache-warm
     // bytes instead of walking through the whole allocation before `reserve` reclaims it.
-    // If a packet still holds the buffer, this fails and `reserve` below decides.
+    // If a packet still holds the buffer, this fails and the growth below decides.
     if c.rbuf.is_empty() && c.rbuf.capacity() < READ_CHUNK {
         let _ = c.rbuf.try_reclaim(READ_CHUNK);
     }
-    if c.rbuf.capacity() - c.rbuf.len() < want {
-        c.rbuf.reserve(want.max(READ_CHUNK));
-    }
+    grow_for_read(c);
     let spare = c.rbuf.spare_capacity_mut();
     let space = spare.len();
     match sys::recv_into(c.fd.as_fd(), spare) {
-        Ok(0) => ReadStep::End(DisconnectReason::PeerClosed),
+        Ok(0) => ReadStep::Eof,
         Ok(n) => {
             // SAFETY: `recv_into` initialised the first `n` bytes of the spare capacity.
             unsafe { c.rbuf.set_len(c.rbuf.len() + n) };
@@ -868,6 +1293,44 @@ fn read_once(now: Instant, c: &mut ConnEntry) -> ReadStep {
     }
 }
 
+/// Makes room in the receive buffer for the next read.
+///
+/// Small packets share chunks of [`READ_CHUNK`] bytes; when a chunk runs out, only the
+/// partial packet at its end is carried into the next one (the chunk itself stays alive
+/// while packets cut from it are, and they fill it). A packet larger than a chunk gets an
+/// allocation of its own that grows as its bytes arrive (at most doubling what has arrived,
+/// so a header alone reserves no more than a chunk) and ends exactly where the packet ends:
+/// the packet then fills its allocation, and holding it (a queued echo) pins no more memory
+/// than its own bytes.
+fn grow_for_read(c: &mut ConnEntry) {
+    let len = c.rbuf.len();
+    let spare = c.rbuf.capacity() - len;
+    let declared = if c.options.raw {
+        None
+    } else {
+        packet::parse_header(&c.rbuf, c.options.max_packet_len)
+            .ok()
+            .flatten()
+    };
+    match declared {
+        Some(total) if total > READ_CHUNK && total > len => {
+            let missing = total - len;
+            if spare >= missing.min(READ_CHUNK / 4) {
+                return;
+            }
+            let cap = total.min(len + len.max(READ_CHUNK));
+            let mut grown = BytesMut::with_capacity(cap);
+            grown.extend_from_slice(&c.rbuf);
+            c.rbuf = grown;
+        }
+        _ => {
+            if spare < READ_CHUNK / 4 {
+                c.rbuf.reserve(READ_CHUNK);
+            }
+        }
+    }
+}
+
 /// A connection's timer fired: check which deadline passed, if any, and re-arm.
 fn on_timer(engine: &mut Engine, key: Key) {
     let id = ConnId(key);
@@ -879,19 +1342,7 @@ fn on_timer(engine: &mut Engine, key: Key) {
     let expired = match c.state {
         State::Lingering { until } if now >= until => Some(None),
         State::Lingering { .. } => None,
-        State::Open | State::Closing => {
-            if let (false, Some(d)) = (c.queue.is_empty(), c.options.send_timeout)
-                && now >= c.oldest_queued_at + d
-            {
-                Some(Some(DisconnectReason::SendTimeout))
-            } else if let (State::Open, Some(d)) = (c.state, c.options.recv_timeout)
-                && now >= c.last_recv + d
-            {
-                Some(Some(DisconnectReason::RecvTimeout))
-            } else {
-                None
-            }
-        }
+        State::Open | State::Closing => c.expired(now).map(Some),
     };
     match expired {
         Some(Some(reason)) => end(engine, id, reason),

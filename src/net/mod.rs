@@ -11,9 +11,11 @@ mod engine;
 pub mod packet;
 
 pub use conn::{
-    ConnId, ConnOptions, Connection, DEFAULT_SEND_TIMEOUT, DEFAULT_WRITE_LIMIT, DisconnectReason,
-    OnDisconnect, OnPacket,
+    ConnId, ConnOptions, Connection, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_PACKET_TIMEOUT,
+    DEFAULT_SEND_TIMEOUT, DEFAULT_SLOW_CONSUMER_GRACE, DEFAULT_WRITE_LIMIT, DisconnectReason,
+    OnDisconnect, OnInputEnd, OnPacket, OnWriteFlow, SlowConsumer, WriteFlow,
 };
+pub(crate) use conn::{Offered, PAUSED_BY_CONSUMER};
 pub use engine::{
     ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, Completion, Engine, EngineHandle, IoKind, IoRequest,
     LISTEN_BACKLOG, ListenerId, OnClearPending, OnIoFinish, RequestError, Socket, SocketId,

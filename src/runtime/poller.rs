@@ -17,7 +17,7 @@ use super::sock_ident::SockIdent;
 use super::table::{Life, PollerLink, SockTable, TableLease};
 use crate::actor::Recipient;
 use crate::actor::scheduler::{Driver, Unpark};
-use crate::net::{ConnId, ConnOptions, Engine, EngineHandle, ListenerId};
+use crate::net::{ConnId, ConnOptions, Engine, EngineHandle, ListenerId, PAUSED_BY_CONSUMER};
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, thread_local};
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -378,7 +378,7 @@ impl Poller {
         if let (Some(waiting), Some(owner), Some(conn)) = (waiting, owner, conn)
             && waiting > self.net.owner_backlog
         {
-            conn.pause_reading(&mut self.engine);
+            conn.set_paused(&mut self.engine, PAUSED_BY_CONSUMER, true);
             self.local
                 .state
                 .borrow_mut()
@@ -400,7 +400,7 @@ impl Poller {
             if owner.is_alive() && owner.mailbox_len() > low_water {
                 return true;
             }
-            conn.resume_reading(engine);
+            conn.set_paused(engine, PAUSED_BY_CONSUMER, false);
             false
         });
         let still = !paused.is_empty();
