@@ -497,7 +497,7 @@ struct ConnEntry {
 }
 
 /// Reading paused by the user ([`ConnId::pause_reading`]).
-const PAUSED_BY_USER: u8 = 1;
+pub(crate) const PAUSED_BY_USER: u8 = 1;
 /// Reading paused because the consumer of the packets is behind (the actor runtime's owner
 /// backlog).
 pub(crate) const PAUSED_BY_CONSUMER: u8 = 2;

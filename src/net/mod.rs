@@ -15,7 +15,7 @@ pub use conn::{
     DEFAULT_SEND_TIMEOUT, DEFAULT_SLOW_CONSUMER_GRACE, DEFAULT_WRITE_LIMIT, DisconnectReason,
     OnDisconnect, OnInputEnd, OnPacket, OnWriteFlow, SlowConsumer, WriteFlow,
 };
-pub(crate) use conn::{Offered, PAUSED_BY_CONSUMER};
+pub(crate) use conn::{Offered, PAUSED_BY_CONSUMER, PAUSED_BY_USER};
 pub use engine::{
     ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, Completion, Engine, EngineHandle, IoKind, IoRequest,
     LISTEN_BACKLOG, ListenerId, OnClearPending, OnIoFinish, RequestError, Socket, SocketId,

@@ -1,14 +1,17 @@
 //! Opening real sockets: the pollers' network state as a system's [`Transport`], and the
 //! registration of a new socket as a connection on its poller.
 
-use super::NetEvent;
+use super::{CloseWhenHandled, NetEvent};
 use super::poller::{NetShared, PollerLocal, current_poller};
 use super::sock_ident::{SockIdent, system_id};
 use super::table::SockTable;
 use super::table::{Admission, Life, NewSlot, PollerLink};
 use super::transport::Transport;
 use crate::actor::{Recipient, SystemInner};
-use crate::net::{ConnOptions, Connection, Engine, LISTEN_BACKLOG, Socket, bind_listener};
+use crate::net::{
+    ConnOptions, Connection, Engine, LISTEN_BACKLOG, SlowConsumer, Socket, WriteFlow,
+    bind_listener,
+};
 use crate::sync::{Arc, Ordering};
 use std::io;
 use std::net::SocketAddr;
@@ -59,6 +62,7 @@ fn register(
         poller,
         raw: options.raw,
         write_limit: options.write_limit,
+        drop_when_high: options.slow_consumer == SlowConsumer::Drop,
         link: Some(link),
         system,
     }) else {
@@ -67,7 +71,24 @@ fn register(
     let sock = SockIdent::of(id);
     let table = net.table();
     let (on_packet, on_end) = (local.clone(), local.clone());
-    let bound = Connection::new(socket).options(options).bind(
+    let (on_flow, on_input_end) = (local.clone(), local.clone());
+    let bound = Connection::new(socket)
+        .options(options)
+        .on_write_flow(move |_, _, flow| {
+            let (above, ev) = match flow {
+                WriteFlow::HighWater { queued } => (true, NetEvent::HighWater { sock, queued }),
+                WriteFlow::LowWater { queued } => (false, NetEvent::LowWater { sock, queued }),
+            };
+            if let Some(mut st) = table.lock_current(id) {
+                st.above_high = above;
+            }
+            on_flow.stage(sock, ev);
+        })
+        .on_input_end(move |_, _| {
+            let close = CloseWhenHandled::new(sock);
+            on_input_end.stage(sock, NetEvent::InputEnded { sock, close });
+        })
+        .bind(
         engine,
         move |_, _, packet| on_packet.stage(sock, NetEvent::Packet { sock, packet }),
         move |_, _, reason| {

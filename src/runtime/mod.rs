@@ -29,12 +29,14 @@ pub use table::MAX_SOCKETS_PER_SYSTEM;
 
 use crate::actor::{Actor, Pool, Recipient, RouteKey};
 use crate::net::{DisconnectReason, RPacket};
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
 /// A network event, delivered to the actor that owns the socket. Per socket: exactly one
-/// `Connected` first, then its packets in order, then exactly one `Disconnected` last.
-/// Owners take them through `From<NetEvent>` on their message type.
+/// `Connected` first, then its packets in order (with `InputEnded` after the last, if the
+/// peer ends its input first, and watermark events between them), then exactly one
+/// `Disconnected` last. Owners take them through `From<NetEvent>` on their message type.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum NetEvent {
@@ -51,6 +53,36 @@ pub enum NetEvent {
         sock: SockIdent,
         /// The packet (sharing the receive buffer).
         packet: RPacket,
+    },
+    /// The peer ended its input (it half-closed, or closed): no packet follows. Replies
+    /// still go out: the socket closes gracefully (writing everything sent before) once the
+    /// owner has handled this event, that is when the event, and with it `close`, is
+    /// dropped, unless the owner keeps it open with [`CloseWhenHandled::keep_open`]. Its
+    /// `Disconnected` then reports [`DisconnectReason::PeerClosed`]. The socket's send
+    /// timeout still bounds the wait for a peer that does not read.
+    InputEnded {
+        /// The socket.
+        sock: SockIdent,
+        /// Closes the socket when dropped.
+        close: CloseWhenHandled,
+    },
+    /// The socket's queued output passed its high-water mark
+    /// ([`ConnOptions::high_water`](crate::net::ConnOptions::high_water)): the peer reads
+    /// slower than it is sent to, and the socket's slow-consumer policy now applies (by
+    /// default its reading pauses).
+    HighWater {
+        /// The socket.
+        sock: SockIdent,
+        /// Bytes queued then.
+        queued: usize,
+    },
+    /// The socket's queued output fell back to its low-water mark after a `HighWater`: the
+    /// policy is lifted.
+    LowWater {
+        /// The socket.
+        sock: SockIdent,
+        /// Bytes queued then.
+        queued: usize,
     },
     /// The socket closed; its handle is stale from now on.
     Disconnected {
@@ -77,6 +109,44 @@ pub enum NetEvent {
     },
 }
 
+/// Carried by [`NetEvent::InputEnded`]: closes the socket gracefully when dropped (once the
+/// owner has handled the event, and so every packet before it), unless
+/// [`CloseWhenHandled::keep_open`] disarms it.
+pub struct CloseWhenHandled {
+    sock: SockIdent,
+    armed: bool,
+}
+
+impl CloseWhenHandled {
+    pub(crate) fn new(sock: SockIdent) -> CloseWhenHandled {
+        CloseWhenHandled { sock, armed: true }
+    }
+
+    /// Keeps the socket open: the owner goes on sending (the peer can still read) and
+    /// closes it itself with [`SockIdent::close`] when done.
+    pub fn keep_open(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CloseWhenHandled {
+    fn drop(&mut self) {
+        if self.armed {
+            // Already closed (by the owner, or the connection ended): nothing to do.
+            let _ = self.sock.close();
+        }
+    }
+}
+
+impl fmt::Debug for CloseWhenHandled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloseWhenHandled")
+            .field("sock", &self.sock)
+            .field("armed", &self.armed)
+            .finish()
+    }
+}
+
 impl RouteKey for NetEvent {
     /// A socket's events all go to one pool instance; failed dials spread by port.
     fn route_key(&self) -> u64 {
@@ -84,6 +154,9 @@ impl RouteKey for NetEvent {
             NetEvent::Connected { sock, .. }
             | NetEvent::Adopted { sock, .. }
             | NetEvent::Packet { sock, .. }
+            | NetEvent::InputEnded { sock, .. }
+            | NetEvent::HighWater { sock, .. }
+            | NetEvent::LowWater { sock, .. }
             | NetEvent::Disconnected { sock, .. } => sock.to_u64(),
             NetEvent::ConnectFailed { addr, .. } => u64::from(addr.port()),
         }

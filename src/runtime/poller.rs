@@ -17,7 +17,9 @@ use super::sock_ident::SockIdent;
 use super::table::{Life, PollerLink, SockTable, TableLease};
 use crate::actor::Recipient;
 use crate::actor::scheduler::{Driver, Unpark};
-use crate::net::{ConnId, ConnOptions, Engine, EngineHandle, ListenerId, PAUSED_BY_CONSUMER};
+use crate::net::{ConnId, ConnOptions, Engine, EngineHandle, ListenerId, PAUSED_BY_CONSUMER,
+    PAUSED_BY_USER,
+};
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, thread_local};
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -274,7 +276,7 @@ impl Poller {
             let Some(slot) = table.get(index) else {
                 continue;
             };
-            let (conn, close, published) = {
+            let (conn, close, published, pause) = {
                 let mut st = slot.state.lock();
                 st.flush_pending = false;
                 std::mem::swap(&mut st.outbox, &mut frames);
@@ -283,7 +285,8 @@ impl Poller {
                 if close {
                     st.life = Life::Closing { told_conn: true };
                 }
-                (st.conn, close, st.conn_queued)
+                let pause = std::mem::take(&mut st.pause_changed).then_some(st.user_paused);
+                (st.conn, close, st.conn_queued, pause)
             };
             let Some(conn) = conn else {
                 frames.clear();
@@ -291,6 +294,9 @@ impl Poller {
             };
             for frame in frames.drain(..) {
                 conn.send_frame(engine, frame);
+            }
+            if let Some(paused) = pause {
+                conn.set_paused(engine, PAUSED_BY_USER, paused);
             }
             if close {
                 conn.close(engine);

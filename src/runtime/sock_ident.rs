@@ -147,7 +147,12 @@ impl SockIdent {
         }
         let len = packet.len() + HEADER_LEN;
         let queued = st.outbox_bytes + st.conn_queued;
+        if st.drop_when_high && st.above_high {
+            st.dropped += 1;
+            return (Err(TrySendError::Full(packet)), None);
+        }
         if queued > 0 && queued + len > st.write_limit {
+            st.dropped += 1;
             // Ask the poller for a fresh count of what the connection still holds.
             return (Err(TrySendError::Full(packet)), st.mark_pending());
         }
@@ -202,6 +207,58 @@ impl SockIdent {
             return Err(SockError::ForeignOwner);
         }
         st.owner = Some(owner);
+        Ok(())
+    }
+
+    /// Bytes sent and not yet written to the socket (waiting for the poller, or for the
+    /// peer to read), as of the poller's last flush; 0 once closed.
+    pub fn queued_bytes(self) -> usize {
+        self.slot()
+            .filter(|st| !st.has_ended())
+            .map_or(0, |st| st.outbox_bytes + st.conn_queued)
+    }
+
+    /// Packets refused with [`TrySendError::Full`]: by the write limit, or by the
+    /// [`SlowConsumer::Drop`](crate::net::SlowConsumer::Drop) policy while the socket is
+    /// above its high-water mark.
+    pub fn dropped_packets(self) -> u64 {
+        self.slot().map_or(0, |st| st.dropped)
+    }
+
+    /// Stops reading from the socket until [`SockIdent::resume_reading`] (no `Packet` events
+    /// meanwhile; the kernel's buffers push back on the peer): "active once" for protocols
+    /// that take one request at a time. Independent of the pauses of the slow-consumer
+    /// policy and of the owner backlog: reading resumes when none holds it.
+    ///
+    /// # Errors
+    /// [`SockError::Closed`] if the socket has closed.
+    pub fn pause_reading(self) -> Result<(), SockError> {
+        self.set_user_paused(true)
+    }
+
+    /// Reads again after [`SockIdent::pause_reading`].
+    ///
+    /// # Errors
+    /// [`SockError::Closed`] if the socket has closed.
+    pub fn resume_reading(self) -> Result<(), SockError> {
+        self.set_user_paused(false)
+    }
+
+    fn set_user_paused(self, paused: bool) -> Result<(), SockError> {
+        let wake = {
+            let Some(mut st) = self.slot() else {
+                return Err(SockError::Closed);
+            };
+            if st.has_ended() {
+                return Err(SockError::Closed);
+            }
+            st.user_paused = paused;
+            st.pause_changed = true;
+            st.mark_pending()
+        };
+        if let Some((link, poller)) = wake {
+            link.mark_dirty(poller, self.index());
+        }
         Ok(())
     }
 

@@ -63,6 +63,17 @@ pub(crate) struct SlotState {
     /// Bytes the connection itself held at its last flush.
     pub(crate) conn_queued: usize,
     pub(crate) write_limit: usize,
+    /// Its policy is [`SlowConsumer::Drop`](crate::net::SlowConsumer::Drop): sends fail
+    /// while `above_high`.
+    pub(crate) drop_when_high: bool,
+    /// The connection's output is above its high-water mark (published by the poller).
+    pub(crate) above_high: bool,
+    /// Packets refused by the slow-consumer policy or the write limit.
+    pub(crate) dropped: u64,
+    /// Reading paused by the owner ([`SockIdent::pause_reading`](super::SockIdent)).
+    pub(crate) user_paused: bool,
+    /// `user_paused` changed since the poller last looked.
+    pub(crate) pause_changed: bool,
     pub(crate) owner: Option<Recipient<NetEvent>>,
     pub(crate) peer: SocketAddr,
     /// The way to the socket's poller.
@@ -87,6 +98,11 @@ impl SlotState {
             outbox_bytes: 0,
             conn_queued: 0,
             write_limit: 0,
+            drop_when_high: false,
+            above_high: false,
+            dropped: 0,
+            user_paused: false,
+            pause_changed: false,
             owner: None,
             peer: SocketAddr::from(([0, 0, 0, 0], 0)),
             link: None,
@@ -136,6 +152,7 @@ pub(crate) struct NewSlot {
     pub(crate) poller: usize,
     pub(crate) raw: bool,
     pub(crate) write_limit: usize,
+    pub(crate) drop_when_high: bool,
     pub(crate) link: Option<Arc<dyn PollerLink>>,
     pub(crate) system: usize,
 }
@@ -240,6 +257,11 @@ impl SockTable {
         st.raw = new.raw;
         st.poller = new.poller;
         st.write_limit = new.write_limit;
+        st.drop_when_high = new.drop_when_high;
+        st.above_high = false;
+        st.dropped = 0;
+        st.user_paused = false;
+        st.pause_changed = false;
         st.owner = Some(new.owner);
         st.peer = new.peer;
         st.link = new.link;

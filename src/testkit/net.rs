@@ -34,7 +34,7 @@ use crate::net::{ConnOptions, DisconnectReason, RPacket};
 use crate::runtime::sock_ident::system_id;
 use crate::runtime::table::{Admission, Life, NewSlot, PollerLink, SockTable, TableLease};
 use crate::runtime::transport::Transport;
-use crate::runtime::{NetEvent, SockIdent};
+use crate::runtime::{CloseWhenHandled, NetEvent, SockIdent};
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -263,6 +263,9 @@ struct ActorEnd {
     queued: usize,
     last_recv: Duration,
     fin_sent: bool,
+    /// The peer's FIN has arrived: no more input; the socket closes once its owner has
+    /// handled `InputEnded` (and with it reports `PeerClosed`).
+    peer_eof: bool,
 }
 
 /// A test's end of a connection.
@@ -726,7 +729,13 @@ impl VirtualNet {
             NetEvent::Disconnected { reason, .. } => self
                 .world
                 .record(format_args!("{end} -> {to}: Disconnected ({reason})")),
-            NetEvent::Adopted { .. } | NetEvent::ConnectFailed { .. } => {}
+            NetEvent::InputEnded { .. } => self
+                .world
+                .record(format_args!("{end} -> {to}: InputEnded")),
+            NetEvent::Adopted { .. }
+            | NetEvent::HighWater { .. }
+            | NetEvent::LowWater { .. }
+            | NetEvent::ConnectFailed { .. } => {}
         }
     }
 
@@ -822,6 +831,7 @@ impl ActorEnd {
             queued: 0,
             last_recv: Duration::ZERO,
             fin_sent: false,
+                peer_eof: false,
         }
     }
 
@@ -1066,7 +1076,7 @@ impl NetState {
                 }
             }
             2 => self.read(no, side, out),
-            3 => self.end_actor(no, side, DisconnectReason::PeerClosed, out),
+            3 => self.input_ended(no, side, out),
             _ => self.end_actor(no, side, DisconnectReason::Reset, out),
         }
     }
@@ -1098,6 +1108,7 @@ impl NetState {
                 poller: 0,
                 raw: end.options.raw,
                 write_limit: end.options.write_limit,
+                drop_when_high: false,
                 link: Some(link),
                 system,
             })
@@ -1207,6 +1218,31 @@ impl NetState {
         }
         if let Some(reason) = too_large {
             self.end_actor(no, side, reason, out);
+        }
+    }
+
+    /// The peer's FIN reached an actor's socket: as on a real socket, its owner gets
+    /// `InputEnded` after the packets before it, and the socket closes gracefully once that
+    /// event has been handled (or at once, if a close is under way already).
+    fn input_ended(&mut self, no: u64, side: usize, out: &mut Vec<Out>) {
+        let Some(End::Actor(end)) = self.conns.get_mut(&no).map(|c| &mut c.ends[side]) else {
+            return;
+        };
+        if end.peer_eof || !matches!(end.phase, Phase::Open | Phase::Closing) {
+            return;
+        }
+        end.peer_eof = true;
+        let (phase, sock) = (end.phase, end.sock);
+        self.world
+            .record(format_args!("{} input ends", EndName(no, side)));
+        if let (Phase::Open, Some(sock)) = (phase, sock) {
+            let close = CloseWhenHandled::new(sock);
+            out.push(Out::Sock {
+                sock,
+                ev: NetEvent::InputEnded { sock, close },
+                conn: no,
+                side,
+            });
         }
     }
 
@@ -1439,7 +1475,7 @@ impl NetState {
                 }
             }
             let closing_done = end.phase == Phase::Closing && end.queue.is_empty();
-            let (sock, still) = (end.sock, end.queued);
+            let (sock, still, peer_eof) = (end.sock, end.queued, end.peer_eof);
             if let Some(mut st) = sock.and_then(|s| s.slot()) {
                 st.conn_queued = still;
             }
@@ -1452,7 +1488,12 @@ impl NetState {
                 self.write(no, other, moved.freeze());
             }
             if closing_done {
-                self.end_actor(no, side, DisconnectReason::ClosedLocally, out);
+                let reason = if peer_eof {
+                    DisconnectReason::PeerClosed
+                } else {
+                    DisconnectReason::ClosedLocally
+                };
+                self.end_actor(no, side, reason, out);
             }
         }
     }

@@ -178,6 +178,8 @@ impl Actor for Probe {
             NetEvent::ConnectFailed { addr, error } => {
                 self.report(None, Seen::ConnectFailed(addr, error.kind()));
             }
+            // Dropping it closes the socket once the replies are written.
+            NetEvent::InputEnded { .. } => {}
             other => panic!("probe {}: unexpected event {other:?}", self.tag),
         }
     }
