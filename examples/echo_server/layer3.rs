@@ -1,9 +1,18 @@
 //! Layer 3 of the echo server: the actor runtime. Actors own the sockets; a packet arrives
 //! as a message and the reply is `sock.send(WPacket::from(packet))`, which shares the received
 //! bytes.
+//!
+//! A client that does not read its echoes: past the socket's high-water mark its reading
+//! pauses (the default slow-consumer policy), so it cannot make the server read, or hold,
+//! more. An echo must not skip a packet: one refused for the write limit waits in a small
+//! stash with the socket's reading paused, and goes out when the socket drains (`LowWater`).
+//! Under `--slow-consumer drop` a refused echo is the policy's intent, and is counted.
 
 use super::Args;
-use kendynet::{Actor, Addr, ConnOptions, Context, NetEvent, System, WPacket};
+use kendynet::error::TrySendError;
+use kendynet::net::SlowConsumer;
+use kendynet::{Actor, Addr, ConnOptions, Context, NetEvent, SockIdent, System, WPacket};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +24,7 @@ struct Counters {
     clients: AtomicU64,
     packets: AtomicU64,
     bytes: AtomicU64,
+    dropped: AtomicU64,
 }
 
 /// An echo actor. The first one (the gate) owns the listener and spreads new sockets over
@@ -23,6 +33,60 @@ struct Echo {
     counters: Arc<Counters>,
     peers: Vec<Addr<Echo>>,
     next: usize,
+    /// The drop policy is in force: a refused echo is dropped (and counted).
+    dropping: bool,
+    /// Echoes refused for the write limit, per socket, waiting for it to drain.
+    stashed: HashMap<SockIdent, VecDeque<WPacket>>,
+}
+
+impl Echo {
+    fn new(counters: Arc<Counters>, peers: Vec<Addr<Echo>>, dropping: bool) -> Echo {
+        Echo {
+            counters,
+            peers,
+            next: 0,
+            dropping,
+            stashed: HashMap::new(),
+        }
+    }
+
+    /// Sends an echo, or keeps it (in order) until the socket drains.
+    fn echo(&mut self, sock: SockIdent, reply: WPacket) {
+        if let Some(stash) = self.stashed.get_mut(&sock) {
+            stash.push_back(reply);
+            return;
+        }
+        match sock.send(reply) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) if self.dropping => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(reply)) => {
+                let _ = sock.pause_reading();
+                self.stashed.entry(sock).or_default().push_back(reply);
+            }
+        }
+    }
+
+    /// The socket drained: send what waited, and read again once all of it is out.
+    fn drained(&mut self, sock: SockIdent) {
+        let Some(mut stash) = self.stashed.remove(&sock) else {
+            return;
+        };
+        while let Some(reply) = stash.pop_front() {
+            if let Err(e) = sock.send(reply) {
+                match e {
+                    TrySendError::Full(reply) => {
+                        stash.push_front(reply);
+                        self.stashed.insert(sock, stash);
+                        return;
+                    }
+                    TrySendError::Closed(_) => return,
+                }
+            }
+        }
+        let _ = sock.resume_reading();
+    }
 }
 
 impl Actor for Echo {
@@ -42,9 +106,11 @@ impl Actor for Echo {
                 self.counters
                     .bytes
                     .fetch_add(packet.len() as u64, Ordering::Relaxed);
-                let _ = sock.send(WPacket::from(packet));
+                self.echo(sock, WPacket::from(packet));
             }
-            NetEvent::Disconnected { .. } => {
+            NetEvent::LowWater { sock, .. } => self.drained(sock),
+            NetEvent::Disconnected { sock, .. } => {
+                self.stashed.remove(&sock);
                 self.counters.clients.fetch_sub(1, Ordering::Relaxed);
             }
             _ => {}
@@ -60,6 +126,7 @@ fn serve(
     options: ConnOptions,
     secs: Option<f64>,
 ) -> std::io::Result<()> {
+    let dropping = options.slow_consumer == SlowConsumer::Drop;
     let system = System::builder()
         .workers(workers)
         .conn_options(options)
@@ -68,20 +135,13 @@ fn serve(
     // With one worker the gate echoes everything itself; with more, sockets are spread over
     // one echo actor per worker.
     let peers: Vec<Addr<Echo>> = if workers > 1 {
-        let mk = |_| Echo {
-            counters: counters.clone(),
-            peers: Vec::new(),
-            next: 0,
-        };
-        (0..workers).map(|i| system.spawn(mk(i))).collect()
+        (0..workers)
+            .map(|_| system.spawn(Echo::new(counters.clone(), Vec::new(), dropping)))
+            .collect()
     } else {
         Vec::new()
     };
-    let gate = system.spawn(Echo {
-        counters: counters.clone(),
-        peers,
-        next: 0,
-    });
+    let gate = system.spawn(Echo::new(counters.clone(), peers, dropping));
     let bound = system.listen(addr, &gate)?;
     eprintln!("echo_server: layer 3 listening on {bound} with {workers} worker(s)");
     let start = Instant::now();
@@ -93,10 +153,11 @@ fn serve(
         let p = counters.packets.load(Ordering::Relaxed);
         let b = counters.bytes.load(Ordering::Relaxed);
         println!(
-            "clients={} packets/s={} MB/s={:.1}",
+            "clients={} packets/s={} MB/s={:.1} dropped={}",
             counters.clients.load(Ordering::Relaxed),
             p - last_p,
-            (b - last_b) as f64 / 1e6
+            (b - last_b) as f64 / 1e6,
+            counters.dropped.load(Ordering::Relaxed)
         );
         (last_p, last_b) = (p, b);
         if secs.is_some_and(|s| start.elapsed().as_secs_f64() >= s) {
@@ -112,10 +173,7 @@ fn serve(
 
 /// `--layer 3`: runs the actor echo server with the command line's options, then exits.
 pub fn run(args: &Args) -> ! {
-    let options = ConnOptions::default()
-        .max_packet_len(args.max_packet)
-        .recv_timeout(args.recv_timeout)
-        .raw(args.raw);
+    let options = args.conn_options();
     // One worker by default: on a small machine the load client needs the other core, and a
     // single worker that polls and runs the actors needs no cross-thread wake-up at all.
     let workers = args.workers.unwrap_or(1);

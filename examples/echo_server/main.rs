@@ -23,8 +23,8 @@ mod layer3;
 use kendynet::WPacket;
 use kendynet::error::TrySendError;
 use kendynet::net::{
-    Completion, ConnOptions, Connection, DEFAULT_MAX_PACKET_LEN, Engine, IoKind, IoRequest,
-    SocketId, Submitted,
+    Completion, ConnOptions, Connection, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
+    DEFAULT_MAX_PACKET_LEN, Engine, IoKind, IoRequest, SlowConsumer, SocketId, Submitted,
 };
 use std::cell::RefCell;
 use std::io::Write;
@@ -48,12 +48,17 @@ pub struct Args {
     pub recv_timeout: Option<Duration>,
     /// Worker threads (layer 3 only).
     pub workers: Option<usize>,
+    /// What to do with a client that does not read its echoes (layers 2 and 3).
+    pub slow_consumer: SlowConsumer,
+    /// Queued output past which that policy applies.
+    pub high_water: usize,
     /// Stop after this long; `None` runs until killed.
     pub secs: Option<f64>,
 }
 
 const USAGE: &str = "usage: echo_server [--addr ADDR] [--layer 1|2|3] [--raw] [--max-packet N] \
-                     [--recv-timeout-ms MS] [--workers N] [--secs S]";
+                     [--recv-timeout-ms MS] [--workers N] [--secs S] \
+                     [--slow-consumer pause|drop|disconnect] [--high-water BYTES]";
 
 fn usage(problem: &str) -> ! {
     eprintln!("echo_server: {problem}\n{USAGE}");
@@ -61,6 +66,16 @@ fn usage(problem: &str) -> ! {
 }
 
 impl Args {
+    /// The connection options the command line asks for.
+    pub fn conn_options(&self) -> ConnOptions {
+        ConnOptions::default()
+            .max_packet_len(self.max_packet)
+            .recv_timeout(self.recv_timeout)
+            .raw(self.raw)
+            .slow_consumer(self.slow_consumer)
+            .watermarks(DEFAULT_LOW_WATER.min(self.high_water / 4), self.high_water)
+    }
+
     fn parse() -> Args {
         let mut args = Args {
             addr: "127.0.0.1:8010".parse().unwrap(),
@@ -70,6 +85,8 @@ impl Args {
             recv_timeout: None,
             workers: None,
             secs: None,
+            slow_consumer: SlowConsumer::PauseReading,
+            high_water: DEFAULT_HIGH_WATER,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -92,6 +109,15 @@ impl Args {
                     args.recv_timeout = Some(Duration::from_millis(ms));
                 }
                 "--workers" => args.workers = Some(parse(&flag, &value(&flag))),
+                "--slow-consumer" => {
+                    args.slow_consumer = match value(&flag).as_str() {
+                        "pause" => SlowConsumer::PauseReading,
+                        "drop" => SlowConsumer::Drop,
+                        "disconnect" => SlowConsumer::DISCONNECT,
+                        _ => usage("--slow-consumer must be pause, drop or disconnect"),
+                    }
+                }
+                "--high-water" => args.high_water = parse(&flag, &value(&flag)),
                 "--secs" => {
                     let s: f64 = parse(&flag, &value(&flag));
                     if !(s.is_finite() && s >= 0.0) {
@@ -130,6 +156,8 @@ struct Stats {
     clients: usize,
     packets: u64,
     bytes: u64,
+    /// Echoes refused by the drop policy, in all.
+    dropped: u64,
 }
 
 type SharedStats = Rc<RefCell<Stats>>;
@@ -183,10 +211,11 @@ fn run(engine: &mut Engine, args: &Args, stats: &SharedStats) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "clients={} packets/s={} MB/s={:.1}",
+            "clients={} packets/s={} MB/s={:.1} dropped={}",
             s.clients,
             s.packets,
-            s.bytes as f64 / 1e6
+            s.bytes as f64 / 1e6,
+            s.dropped
         );
         let _ = out.flush();
         s.packets = 0;
@@ -203,10 +232,8 @@ mod layer2 {
         args: &Args,
         stats: &SharedStats,
     ) -> std::io::Result<()> {
-        let options = ConnOptions::default()
-            .raw(args.raw)
-            .max_packet_len(args.max_packet)
-            .recv_timeout(args.recv_timeout);
+        let options = args.conn_options();
+        let dropping = args.slow_consumer == SlowConsumer::Drop;
         let stats = stats.clone();
         engine.listen(args.addr, move |engine, socket| {
             let (on_packet, on_end) = (stats.clone(), stats.clone());
@@ -221,8 +248,13 @@ mod layer2 {
                     // The reply shares the received bytes: nothing is copied.
                     match conn.send(engine, WPacket::from(packet)) {
                         Ok(()) | Err(TrySendError::Closed(_)) => {}
-                        // A client that sends without reading has filled its write limit:
-                        // drop it rather than grow without bound.
+                        // The drop policy refused it (counted by the connection too).
+                        Err(TrySendError::Full(_)) if dropping => {
+                            on_packet.borrow_mut().dropped += 1
+                        }
+                        // Past the write limit, which pausing the reading of a client that
+                        // does not read makes next to impossible: an echo cannot skip a
+                        // packet, so close rather than lose it silently.
                         Err(TrySendError::Full(_)) => conn.abort(engine),
                     }
                 },

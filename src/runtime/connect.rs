@@ -1,16 +1,15 @@
 //! Opening real sockets: the pollers' network state as a system's [`Transport`], and the
 //! registration of a new socket as a connection on its poller.
 
-use super::{CloseWhenHandled, NetEvent};
 use super::poller::{NetShared, PollerLocal, current_poller};
 use super::sock_ident::{SockIdent, system_id};
 use super::table::SockTable;
 use super::table::{Admission, Life, NewSlot, PollerLink};
 use super::transport::Transport;
+use super::{CloseWhenHandled, NetEvent};
 use crate::actor::{Recipient, SystemInner};
 use crate::net::{
-    ConnOptions, Connection, Engine, LISTEN_BACKLOG, SlowConsumer, Socket, WriteFlow,
-    bind_listener,
+    ConnOptions, Connection, Engine, LISTEN_BACKLOG, SlowConsumer, Socket, WriteFlow, bind_listener,
 };
 use crate::sync::{Arc, Ordering};
 use std::io;
@@ -89,16 +88,16 @@ fn register(
             on_input_end.stage(sock, NetEvent::InputEnded { sock, close });
         })
         .bind(
-        engine,
-        move |_, _, packet| on_packet.stage(sock, NetEvent::Packet { sock, packet }),
-        move |_, _, reason| {
-            if let Some(mut st) = table.lock_current(id) {
-                st.life = Life::Ended;
-                st.conn = None;
-            }
-            on_end.stage(sock, NetEvent::Disconnected { sock, reason });
-        },
-    );
+            engine,
+            move |_, _, packet| on_packet.stage(sock, NetEvent::Packet { sock, packet }),
+            move |_, _, reason| {
+                if let Some(mut st) = table.lock_current(id) {
+                    st.life = Life::Ended;
+                    st.conn = None;
+                }
+                on_end.stage(sock, NetEvent::Disconnected { sock, reason });
+            },
+        );
     match bound {
         Ok(conn) => {
             if let Some(mut st) = table.lock_current(id) {

@@ -17,8 +17,8 @@ use super::sock_ident::SockIdent;
 use super::table::{Life, PollerLink, SockTable, TableLease};
 use crate::actor::Recipient;
 use crate::actor::scheduler::{Driver, Unpark};
-use crate::net::{ConnId, ConnOptions, Engine, EngineHandle, ListenerId, PAUSED_BY_CONSUMER,
-    PAUSED_BY_USER,
+use crate::net::{
+    ConnId, ConnOptions, Engine, EngineHandle, ListenerId, PAUSED_BY_CONSUMER, PAUSED_BY_USER,
 };
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, thread_local};
 use std::cell::{Cell, RefCell};

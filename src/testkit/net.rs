@@ -729,9 +729,9 @@ impl VirtualNet {
             NetEvent::Disconnected { reason, .. } => self
                 .world
                 .record(format_args!("{end} -> {to}: Disconnected ({reason})")),
-            NetEvent::InputEnded { .. } => self
-                .world
-                .record(format_args!("{end} -> {to}: InputEnded")),
+            NetEvent::InputEnded { .. } => {
+                self.world.record(format_args!("{end} -> {to}: InputEnded"))
+            }
             NetEvent::Adopted { .. }
             | NetEvent::HighWater { .. }
             | NetEvent::LowWater { .. }
@@ -831,7 +831,7 @@ impl ActorEnd {
             queued: 0,
             last_recv: Duration::ZERO,
             fin_sent: false,
-                peer_eof: false,
+            peer_eof: false,
         }
     }
 
