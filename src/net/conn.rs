@@ -1282,7 +1282,14 @@ fn read_once(now: Instant, c: &mut ConnEntry) -> ReadStep {
     if c.rbuf.is_empty() && c.rbuf.capacity() < READ_CHUNK {
         let _ = c.rbuf.try_reclaim(READ_CHUNK);
     }
-    grow_for_read(c);
+    let declared = if c.options.raw {
+        None
+    } else {
+        packet::parse_header(&c.rbuf, c.options.max_packet_len)
+            .ok()
+            .flatten()
+    };
+    grow_for_read(&mut c.rbuf, declared);
     let spare = c.rbuf.spare_capacity_mut();
     let space = spare.len();
     match sys::recv_into(c.fd.as_fd(), spare) {
@@ -1302,7 +1309,8 @@ fn read_once(now: Instant, c: &mut ConnEntry) -> ReadStep {
     }
 }
 
-/// Makes room in the receive buffer for the next read.
+/// Makes room in the receive buffer for the next read; `declared` is the total length of
+/// the packet under way, if its header has arrived (framed mode).
 ///
 /// Small packets share chunks of [`READ_CHUNK`] bytes; when a chunk runs out, only the
 /// partial packet at its end is carried into the next one (the chunk itself stays alive
@@ -1311,16 +1319,9 @@ fn read_once(now: Instant, c: &mut ConnEntry) -> ReadStep {
 /// so a header alone reserves no more than a chunk) and ends exactly where the packet ends:
 /// the packet then fills its allocation, and holding it (a queued echo) pins no more memory
 /// than its own bytes.
-fn grow_for_read(c: &mut ConnEntry) {
-    let len = c.rbuf.len();
-    let spare = c.rbuf.capacity() - len;
-    let declared = if c.options.raw {
-        None
-    } else {
-        packet::parse_header(&c.rbuf, c.options.max_packet_len)
-            .ok()
-            .flatten()
-    };
+fn grow_for_read(rbuf: &mut BytesMut, declared: Option<usize>) {
+    let len = rbuf.len();
+    let spare = rbuf.capacity() - len;
     match declared {
         Some(total) if total > READ_CHUNK && total > len => {
             let missing = total - len;
@@ -1329,12 +1330,12 @@ fn grow_for_read(c: &mut ConnEntry) {
             }
             let cap = total.min(len + len.max(READ_CHUNK));
             let mut grown = BytesMut::with_capacity(cap);
-            grown.extend_from_slice(&c.rbuf);
-            c.rbuf = grown;
+            grown.extend_from_slice(rbuf);
+            *rbuf = grown;
         }
         _ => {
             if spare < READ_CHUNK / 4 {
-                c.rbuf.reserve(READ_CHUNK);
+                rbuf.reserve(READ_CHUNK);
             }
         }
     }
@@ -1360,6 +1361,70 @@ fn on_timer(engine: &mut Engine, key: Key) {
             if let Some(at) = c.timer_to_arm() {
                 engine.add_timer(key, at);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{READ_CHUNK, grow_for_read};
+    use bytes::BytesMut;
+
+    /// Feeds `total` bytes of one packet into the buffer in reads of `step`, as `read_once`
+    /// does; returns the largest capacity seen while fewer than `probe` bytes had arrived.
+    fn feed(total: usize, step: usize, probe: usize) -> (BytesMut, usize) {
+        let mut rbuf = BytesMut::new();
+        let mut cap_early = 0;
+        while rbuf.len() < total {
+            let declared = (rbuf.len() >= 4).then_some(total);
+            grow_for_read(&mut rbuf, declared);
+            let room = rbuf.capacity() - rbuf.len();
+            assert!(room > 0, "no room to read into at {} bytes", rbuf.len());
+            let n = room.min(step).min(total - rbuf.len());
+            rbuf.extend_from_slice(&vec![0u8; n]);
+            if rbuf.len() < probe {
+                cap_early = cap_early.max(rbuf.capacity());
+            }
+        }
+        (rbuf, cap_early)
+    }
+
+    #[test]
+    fn a_header_alone_reserves_no_more_than_a_chunk() {
+        // A header that declares 1 MiB, then bytes trickling in.
+        let (_, early) = feed(1 << 20, 100, 1000);
+        assert!(early <= READ_CHUNK, "reserved {early} for a header and a few bytes");
+    }
+
+    #[test]
+    fn a_large_packet_ends_up_in_an_allocation_of_its_own_size() {
+        for total in [READ_CHUNK + 1, 100_000, 1 << 20, 3 * READ_CHUNK + 17] {
+            for step in [1 << 10, 16 << 10, 64 << 10] {
+                let (rbuf, _) = feed(total, step, 0);
+                assert_eq!(rbuf.len(), total);
+                assert_eq!(
+                    rbuf.capacity(),
+                    total,
+                    "a {total}-byte packet read {step} at a time pins more than its bytes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn growth_at_most_doubles_what_has_arrived() {
+        let mut rbuf = BytesMut::new();
+        let total = 8 << 20;
+        while rbuf.len() < total {
+            let before = rbuf.len();
+            grow_for_read(&mut rbuf, (before >= 4).then_some(total));
+            assert!(
+                rbuf.capacity() <= (2 * before).max(before + READ_CHUNK).max(READ_CHUNK),
+                "{} reserved with {before} bytes arrived",
+                rbuf.capacity()
+            );
+            let n = (rbuf.capacity() - before).min(total - before);
+            rbuf.extend_from_slice(&vec![0u8; n]);
         }
     }
 }
