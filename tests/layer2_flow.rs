@@ -33,7 +33,11 @@ enum Answer {
 /// A layer-2 server on its own thread: answers each packet, reports flow events (with
 /// whether the connection is reading then), the end of input and the end. With
 /// `goodbye`, it answers the end of input with a last "bye" packet and closes.
-fn serve(options: ConnOptions, answer: Answer, goodbye: bool) -> (EngineThread, SocketAddr, Receiver<Ev>) {
+fn serve(
+    options: ConnOptions,
+    answer: Answer,
+    goodbye: bool,
+) -> (EngineThread, SocketAddr, Receiver<Ev>) {
     let (tx, rx) = mpsc::channel::<Ev>();
     let (engine, addr) = EngineThread::spawn(move |engine: &mut Engine| {
         let listener = engine
@@ -47,8 +51,11 @@ fn serve(options: ConnOptions, answer: Answer, goodbye: bool) -> (EngineThread, 
                 if goodbye {
                     conn = conn.on_input_end(move |engine, id| {
                         let _ = tx_i.send(Ev::InputEnded);
-                        id.send(engine, WPacket::from(kendynet::RPacket::from_payload(b"bye")))
-                            .expect("a half-closed connection still sends");
+                        id.send(
+                            engine,
+                            WPacket::from(kendynet::RPacket::from_payload(b"bye")),
+                        )
+                        .expect("a half-closed connection still sends");
                         id.close(engine);
                     });
                 }
@@ -169,7 +176,10 @@ fn a_reader_that_pauses_stops_the_reading_and_gets_everything_back() {
                 if let Some(WriteFlow::HighWater { .. }) | None = last {
                     assert!(matches!(flow, WriteFlow::LowWater { .. }), "{flow:?} twice");
                 } else {
-                    assert!(matches!(flow, WriteFlow::HighWater { .. }), "{flow:?} twice");
+                    assert!(
+                        matches!(flow, WriteFlow::HighWater { .. }),
+                        "{flow:?} twice"
+                    );
                 }
                 assert_eq!(reading, matches!(flow, WriteFlow::LowWater { .. }));
                 last = Some(flow);

@@ -262,7 +262,11 @@ impl<A: Actor> ActorCell<A> {
         let Some(actor) = st.actor.as_mut() else {
             return;
         };
-        let mut ctx = Context { cell: self, stop };
+        let mut ctx = Context {
+            cell: self,
+            stop,
+            batch: &mut st.batch,
+        };
         let outcome = catch_unwind(AssertUnwindSafe(|| f(actor, &mut ctx)));
         if let Err(payload) = outcome {
             self.on_panic(st, stop, panic_message(payload.as_ref()));
@@ -334,6 +338,7 @@ impl<A: Actor> ActorCell<A> {
             let mut ctx = Context {
                 cell: self,
                 stop: &mut ignored,
+                batch: &mut st.batch,
             };
             let _ = catch_unwind(AssertUnwindSafe(|| actor.stopped(&mut ctx)));
             let _ = catch_unwind(AssertUnwindSafe(move || drop(actor)));
@@ -1117,7 +1122,8 @@ impl<M: Send + 'static> Recipient<M> {
     }
 
     /// Queues a batch (under one lock, for an actor). Returns how many messages wait now, or
-    /// `None` if the actor has stopped.
+    /// `None` if the actor has stopped. Messages refused are left in `msgs` (for the caller
+    /// to drop where it chooses: a message's destructor may need locks the caller holds).
     pub(crate) fn deliver_batch(&self, msgs: &mut Vec<M>) -> Option<usize> {
         match &self.target {
             Target::Actor(a) => {
@@ -1128,10 +1134,14 @@ impl<M: Send + 'static> Recipient<M> {
                 Some(waiting)
             }
             Target::Routed(r) => {
-                let mut all = true;
+                let mut refused = Vec::new();
                 for m in msgs.drain(..) {
-                    all &= r.route(m, true).is_ok();
+                    if let Err(e) = r.route(m, true) {
+                        refused.push(e.into_inner());
+                    }
                 }
+                let all = refused.is_empty();
+                msgs.append(&mut refused);
                 all.then(|| r.queued())
             }
         }
@@ -1142,9 +1152,31 @@ impl<M: Send + 'static> Recipient<M> {
 pub struct Context<'a, A: Actor> {
     pub(super) cell: &'a Arc<ActorCell<A>>,
     pub(super) stop: &'a mut Option<StopReason>,
+    /// The rest of the batch being handled (taken from the mailbox, not handled yet).
+    pub(super) batch: &'a mut VecDeque<A::Msg>,
 }
 
 impl<A: Actor> Context<'_, A> {
+    /// Takes out of this actor's queue (the rest of the batch in hand, then the mailbox) the
+    /// messages that `pick` accepts, in order; `pick` hands back the others, which stay in
+    /// place. For a hand-off that moves what is queued along with what it concerns.
+    pub(crate) fn take_queued<T>(
+        &mut self,
+        mut pick: impl FnMut(A::Msg) -> Result<T, A::Msg>,
+    ) -> Vec<T> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.batch.len());
+        for msg in self.batch.drain(..) {
+            match pick(msg) {
+                Ok(t) => taken.push(t),
+                Err(msg) => kept.push_back(msg),
+            }
+        }
+        *self.batch = kept;
+        self.cell.mailbox.take_where(&mut pick, &mut taken);
+        taken
+    }
+
     /// This actor's address.
     pub fn addr(&self) -> Addr<A> {
         Addr {

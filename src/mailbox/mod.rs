@@ -266,6 +266,19 @@ impl<M, S> Mailbox<M, S> {
         (!lanes.system.is_empty(), drained)
     }
 
+    /// Moves the user messages that `pick` accepts (converted) to the end of `taken`, in
+    /// order, under one lock; `pick` hands back the others, which stay in their places.
+    pub fn take_where<T>(&self, pick: &mut impl FnMut(M) -> Result<T, M>, taken: &mut Vec<T>) {
+        let mut lanes = self.lanes.lock();
+        let all = std::mem::take(&mut lanes.user);
+        for msg in all {
+            match pick(msg) {
+                Ok(t) => taken.push(t),
+                Err(msg) => lanes.user.push_back(msg),
+            }
+        }
+    }
+
     /// The number of user messages waiting.
     pub fn len(&self) -> usize {
         self.lanes.lock().user.len()

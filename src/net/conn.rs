@@ -1393,7 +1393,10 @@ mod tests {
     fn a_header_alone_reserves_no_more_than_a_chunk() {
         // A header that declares 1 MiB, then bytes trickling in.
         let (_, early) = feed(1 << 20, 100, 1000);
-        assert!(early <= READ_CHUNK, "reserved {early} for a header and a few bytes");
+        assert!(
+            early <= READ_CHUNK,
+            "reserved {early} for a header and a few bytes"
+        );
     }
 
     #[test]

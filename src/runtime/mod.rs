@@ -24,6 +24,7 @@ pub(crate) mod table;
 pub(crate) mod transport;
 
 pub use sock_ident::{SockError, SockIdent};
+
 pub use system::{Builder, DEFAULT_MAX_CONNECTIONS, DEFAULT_OWNER_BACKLOG, ShutdownReport, System};
 pub use table::MAX_SOCKETS_PER_SYSTEM;
 
@@ -107,6 +108,65 @@ pub enum NetEvent {
         /// Why.
         error: io::Error,
     },
+}
+
+impl NetEvent {
+    /// The socket the event concerns (`None` for `ConnectFailed`).
+    pub fn sock(&self) -> Option<SockIdent> {
+        match self {
+            NetEvent::Connected { sock, .. }
+            | NetEvent::Adopted { sock, .. }
+            | NetEvent::Packet { sock, .. }
+            | NetEvent::InputEnded { sock, .. }
+            | NetEvent::HighWater { sock, .. }
+            | NetEvent::LowWater { sock, .. }
+            | NetEvent::Disconnected { sock, .. } => Some(*sock),
+            NetEvent::ConnectFailed { .. } => None,
+        }
+    }
+}
+
+/// A message type that carries [`NetEvent`]s and can give them back: what an owner needs to
+/// hand a socket on with the events already queued for it
+/// ([`SockIdent::hand_off`]). Implemented by `NetEvent` itself; for an enum with a variant
+/// that wraps `NetEvent`, four lines:
+///
+/// ```
+/// use kendynet::{NetEvent, NetMsg};
+///
+/// enum Msg {
+///     Net(NetEvent),
+///     Tick,
+/// }
+///
+/// impl From<NetEvent> for Msg {
+///     fn from(ev: NetEvent) -> Msg {
+///         Msg::Net(ev)
+///     }
+/// }
+///
+/// impl NetMsg for Msg {
+///     fn into_net_event(self) -> Result<NetEvent, Msg> {
+///         match self {
+///             Msg::Net(ev) => Ok(ev),
+///             other => Err(other),
+///         }
+///     }
+/// }
+/// ```
+pub trait NetMsg: From<NetEvent> + Sized {
+    /// The event this message carries, or the message itself if it carries none. Runs under
+    /// the mailbox's lock during a hand-off: it must only move, never block or panic.
+    ///
+    /// # Errors
+    /// The message handed back, if it is not a network event.
+    fn into_net_event(self) -> Result<NetEvent, Self>;
+}
+
+impl NetMsg for NetEvent {
+    fn into_net_event(self) -> Result<NetEvent, NetEvent> {
+        Ok(self)
+    }
 }
 
 /// Carried by [`NetEvent::InputEnded`]: closes the socket gracefully when dropped (once the

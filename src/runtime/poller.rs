@@ -365,17 +365,21 @@ impl Poller {
     /// `Disconnected`, after which the slot is freed.
     fn hand_over(&mut self, sock: SockIdent, ends: bool, batch: &mut Vec<NetEvent>) {
         let table = self.net.table();
-        let current = table
-            .lock_current(sock.slot_id())
-            .map(|st| (st.owner.clone(), st.conn));
-        let (owner, conn) = current.unwrap_or((None, None));
-        let waiting = owner.as_ref().and_then(|o| o.deliver_batch(batch));
-        if waiting.is_none() {
-            batch.clear();
-            if !ends {
-                // Nobody owns it any more (the owner stopped): close it.
-                let _ = sock.close();
+        // Delivered under the slot's lock: a hand-off (`SockIdent::hand_off`), which moves
+        // the socket's queued events to the new owner under the same lock, sees each batch
+        // either queued at the old owner or not yet delivered, never half-way.
+        let (owner, conn, waiting) = match table.lock_current(sock.slot_id()) {
+            Some(st) => {
+                let waiting = st.owner.as_ref().and_then(|o| o.deliver_batch(batch));
+                (st.owner.clone(), st.conn, waiting)
             }
+            None => (None, None, None),
+        };
+        // Dropped outside the lock: an `InputEnded` closes its socket when dropped.
+        batch.clear();
+        if waiting.is_none() && !ends {
+            // Nobody owns it any more (the owner stopped): close it.
+            let _ = sock.close();
         }
         if ends {
             table.release(sock.slot_id());

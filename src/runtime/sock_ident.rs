@@ -12,9 +12,9 @@
 //! case: the owner runs where the socket is polled) only pushes to a thread-local list; a send
 //! from another thread wakes the poller, once per batch and only when it is asleep.
 
-use super::NetEvent;
 use super::table::{Life, SlotId, SlotState, Wake, table_of};
-use crate::actor::{Recipient, SystemInner};
+use super::{NetEvent, NetMsg};
+use crate::actor::{Actor, Context, Recipient, SystemInner};
 use crate::error::TrySendError;
 use crate::net::{HEADER_LEN, WPacket};
 use crate::sync::SpinGuard;
@@ -190,7 +190,9 @@ impl SockIdent {
     }
 
     /// Hands the socket to another actor: every event produced after this call returns goes
-    /// to `owner`, in order. Events already queued in the old owner's mailbox stay there.
+    /// to `owner`, in order. Events already queued in the old owner's mailbox stay there
+    /// (for the owner itself to hand a socket on with those too, see
+    /// [`SockIdent::hand_off`]).
     ///
     /// # Errors
     /// [`SockError::Closed`] if the socket has closed; [`SockError::ForeignOwner`] if `owner`
@@ -260,6 +262,85 @@ impl SockIdent {
             link.mark_dirty(poller, self.index());
         }
         Ok(())
+    }
+
+    /// Hands the socket on from its owner's handler, with the events already queued for it:
+    /// every event of this socket that the calling owner has not handled yet (the rest of
+    /// the batch in hand and what waits in its mailbox) moves to `owner`, in order, followed
+    /// by every later event. After this returns, the new owner sees each of the socket's
+    /// packets that the old one did not handle, in order, exactly once, and the old owner
+    /// sees none of them: a gate can hand a client to its session actor mid-stream, with no
+    /// acknowledgement in the protocol. Returns how many queued events moved.
+    ///
+    /// Call it from the handler of the socket's owner (`ctx` is the owner's context); from
+    /// any other actor it moves nothing of what the owner holds, like
+    /// [`SockIdent::hand_to`].
+    ///
+    /// ```no_run
+    /// use kendynet::{Actor, Addr, Context, NetEvent};
+    ///
+    /// struct Session;
+    /// impl Actor for Session {
+    ///     type Msg = NetEvent;
+    ///     fn handle(&mut self, _: NetEvent, _: &mut Context<Self>) {}
+    /// }
+    ///
+    /// /// Takes the first packet (a login), then passes the client on.
+    /// struct Gate {
+    ///     session: Addr<Session>,
+    /// }
+    /// impl Actor for Gate {
+    ///     type Msg = NetEvent;
+    ///     fn handle(&mut self, ev: NetEvent, ctx: &mut Context<Self>) {
+    ///         if let NetEvent::Packet { sock, .. } = ev {
+    ///             // Packets the client sent after its login go to the session, in order.
+    ///             let _ = sock.hand_off(ctx, &self.session);
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`SockIdent::hand_to`]; nothing moves then.
+    pub fn hand_off<A: Actor>(
+        self,
+        ctx: &mut Context<'_, A>,
+        owner: impl Into<Recipient<NetEvent>>,
+    ) -> Result<usize, SockError>
+    where
+        A::Msg: NetMsg,
+    {
+        let owner = owner.into();
+        let (count, refused) = {
+            let Some(mut st) = self.slot() else {
+                return Err(SockError::Closed);
+            };
+            if st.has_ended() {
+                return Err(SockError::Closed);
+            }
+            if st.system != system_id(owner.system()) {
+                return Err(SockError::ForeignOwner);
+            }
+            // Under the slot's lock, which the poller holds while it delivers this socket's
+            // events: each batch is either queued here already (and moves) or goes to the
+            // new owner after what moves.
+            let mut moved = ctx.take_queued(|msg: A::Msg| match msg.into_net_event() {
+                Ok(ev) if ev.sock() == Some(self) => Ok(ev),
+                Ok(ev) => Err(A::Msg::from(ev)),
+                Err(msg) => Err(msg),
+            });
+            let count = moved.len();
+            if !moved.is_empty() {
+                // What a stopped owner refuses stays in `moved`.
+                let _ = owner.deliver_batch(&mut moved);
+            }
+            st.owner = Some(owner);
+            (count, moved)
+        };
+        // Whatever the new owner refused (it has stopped) is dropped outside the lock; the
+        // poller then closes the socket, as for any owner that stopped.
+        drop(refused);
+        Ok(count)
     }
 
     /// The peer's address.
