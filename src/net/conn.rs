@@ -547,20 +547,21 @@ impl ConnEntry {
             State::Open | State::Closing => {
                 // Input deadlines run only while this side reads (a pause is not the peer's
                 // fault, and the end of input ends them).
-                let reading = self.state == State::Open && self.paused == 0 && !self.peer_eof;
-                if let (true, Some(d)) = (reading, self.options.recv_timeout) {
-                    consider(self.last_recv + d);
+                if self.state == State::Open && self.paused == 0 && !self.peer_eof {
+                    if let Some(d) = self.options.recv_timeout {
+                        consider(self.last_recv + d);
+                    }
+                    if let (Some(t), Some(d)) = (self.packet_started, self.options.packet_timeout) {
+                        consider(t + d);
+                    }
                 }
-                if let (true, Some(d), Some(t)) =
-                    (reading, self.options.packet_timeout, self.packet_started)
+                if !self.queue.is_empty()
+                    && let Some(d) = self.options.send_timeout
                 {
-                    consider(t + d);
-                }
-                if let (false, Some(d)) = (self.queue.is_empty(), self.options.send_timeout) {
                     consider(self.oldest_queued_at + d);
                 }
-                if let (true, SlowConsumer::Disconnect { grace }) =
-                    (self.above_high, self.options.slow_consumer)
+                if self.above_high
+                    && let SlowConsumer::Disconnect { grace } = self.options.slow_consumer
                 {
                     consider(self.above_since + grace);
                 }
