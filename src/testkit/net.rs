@@ -266,6 +266,13 @@ struct ActorEnd {
     /// The peer's FIN has arrived: no more input; the socket closes once its owner has
     /// handled `InputEnded` (and with it reports `PeerClosed`).
     peer_eof: bool,
+    /// Queued output passed the high-water mark and has not fallen to the low mark since
+    /// (the slow-consumer policy applies), and since when.
+    above_high: Option<Duration>,
+    /// Reading paused by the owner (`SockIdent::pause_reading`).
+    user_paused: bool,
+    /// When the first byte of the partly received packet arrived.
+    packet_started: Option<Duration>,
 }
 
 /// A test's end of a connection.
@@ -832,7 +839,44 @@ impl ActorEnd {
             last_recv: Duration::ZERO,
             fin_sent: false,
             peer_eof: false,
+            above_high: None,
+            user_paused: false,
+            packet_started: None,
         }
+    }
+
+    /// Whether it reads: open, not paused by its owner or by the pause-reading policy.
+    fn reads(&self) -> bool {
+        let flow_paused = self.above_high.is_some()
+            && self.options.slow_consumer == crate::net::SlowConsumer::PauseReading;
+        self.phase == Phase::Open && !self.user_paused && !flow_paused && !self.peer_eof
+    }
+
+    /// After output was queued or written: a watermark crossing, as the real connection
+    /// reports it (`above_high` changes, and the slot learns it for the drop policy).
+    fn check_watermarks(&mut self, now: Duration) -> Option<NetEvent> {
+        let sock = self.sock?;
+        let crossed = match self.above_high {
+            None if self.queued > self.options.high_water => {
+                self.above_high = Some(now);
+                NetEvent::HighWater {
+                    sock,
+                    queued: self.queued,
+                }
+            }
+            Some(_) if self.queued <= self.options.low_water.min(self.options.high_water) => {
+                self.above_high = None;
+                NetEvent::LowWater {
+                    sock,
+                    queued: self.queued,
+                }
+            }
+            _ => return None,
+        };
+        if let Some(mut st) = sock.slot() {
+            st.above_high = self.above_high.is_some();
+        }
+        Some(crossed)
     }
 
     /// When its send or receive timeout passes, if one runs.
@@ -844,14 +888,51 @@ impl ActorEnd {
             (Some(&(since, _)), Some(d)) => Some(since.saturating_add(d)),
             _ => None,
         };
-        let recv = match (self.phase, self.options.recv_timeout) {
-            (Phase::Open, Some(d)) => Some(self.last_recv.saturating_add(d)),
+        let reads = self.reads();
+        let recv = match (reads, self.options.recv_timeout) {
+            (true, Some(d)) => Some(self.last_recv.saturating_add(d)),
             _ => None,
         };
-        match (send, recv) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let packet = match (reads, self.packet_started, self.options.packet_timeout) {
+            (true, Some(t), Some(d)) => Some(t.saturating_add(d)),
+            _ => None,
+        };
+        let slow = match (self.above_high, self.options.slow_consumer) {
+            (Some(t), crate::net::SlowConsumer::Disconnect { grace }) => {
+                Some(t.saturating_add(grace))
+            }
+            _ => None,
+        };
+        [send, recv, packet, slow].into_iter().flatten().min()
+    }
+
+    /// Which deadline has passed at `now`, in the real connection's order of precedence.
+    fn expired(&self, now: Duration) -> Option<DisconnectReason> {
+        if let (Some(&(since, _)), Some(d)) = (self.queue.front(), self.options.send_timeout)
+            && since.saturating_add(d) <= now
+        {
+            return Some(DisconnectReason::SendTimeout);
         }
+        if let (Some(t), crate::net::SlowConsumer::Disconnect { grace }) =
+            (self.above_high, self.options.slow_consumer)
+            && t.saturating_add(grace) <= now
+        {
+            return Some(DisconnectReason::SlowConsumer {
+                queued: self.queued,
+            });
+        }
+        let reads = self.reads();
+        if let (true, Some(t), Some(d)) = (reads, self.packet_started, self.options.packet_timeout)
+            && t.saturating_add(d) <= now
+        {
+            return Some(DisconnectReason::PacketTimeout);
+        }
+        if let (true, Some(d)) = (reads, self.options.recv_timeout)
+            && self.last_recv.saturating_add(d) <= now
+        {
+            return Some(DisconnectReason::RecvTimeout);
+        }
+        None
     }
 }
 
@@ -1018,8 +1099,10 @@ impl NetState {
         match (item, end.phase) {
             (Item::Open | Item::Refused, Phase::Connecting) => true,
             (Item::Reset, Phase::Open | Phase::Closing) => true,
-            (Item::Eof, Phase::Open) => true,
-            // A socket whose owner has fallen behind stops reading (`Builder::owner_backlog`).
+            (Item::Eof, Phase::Open) => end.reads(),
+            // A socket whose owner has fallen behind stops reading (`Builder::owner_backlog`),
+            // as does one paused by its owner or its slow-consumer policy.
+            (Item::Data(_), Phase::Open) if !end.reads() => false,
             (Item::Data(_), Phase::Open) => end.sock.is_some_and(|s| {
                 s.slot()
                     .and_then(|st| st.owner.as_ref().map(Recipient::mailbox_len))
@@ -1108,7 +1191,7 @@ impl NetState {
                 poller: 0,
                 raw: end.options.raw,
                 write_limit: end.options.write_limit,
-                drop_when_high: false,
+                drop_when_high: end.options.slow_consumer == crate::net::SlowConsumer::Drop,
                 link: Some(link),
                 system,
             })
@@ -1206,6 +1289,14 @@ impl NetState {
                         break;
                     }
                 }
+            }
+        }
+        // The packet deadline runs from the first byte of the packet now partly received.
+        if !end.options.raw {
+            if !packets.is_empty() || end.rbuf.is_empty() {
+                end.packet_started = (!end.rbuf.is_empty()).then_some(now);
+            } else if end.packet_started.is_none() {
+                end.packet_started = Some(now);
             }
         }
         for packet in packets {
@@ -1373,7 +1464,7 @@ impl NetState {
             let Some(slot) = self.table.get(index) else {
                 continue;
             };
-            let (frames, close) = {
+            let (frames, close, pause) = {
                 let mut st = slot.state.lock();
                 st.flush_pending = false;
                 st.outbox_bytes = 0;
@@ -1381,7 +1472,8 @@ impl NetState {
                 if close {
                     st.life = Life::Closing { told_conn: true };
                 }
-                (std::mem::take(&mut st.outbox), close)
+                let pause = std::mem::take(&mut st.pause_changed).then_some(st.user_paused);
+                (std::mem::take(&mut st.outbox), close, pause)
             };
             let Some(End::Actor(end)) = self.conns.get_mut(&no).map(|c| &mut c.ends[side]) else {
                 continue;
@@ -1392,6 +1484,22 @@ impl NetState {
             for frame in frames {
                 end.queued += frame.len();
                 end.queue.push_back((now, frame));
+            }
+            if let Some(paused) = pause {
+                end.user_paused = paused;
+                if !paused {
+                    // Reading again: the input deadlines start over.
+                    end.last_recv = now;
+                    end.packet_started = end.packet_started.map(|_| now);
+                }
+            }
+            if let (Some(ev), Some(sock)) = (end.check_watermarks(now), end.sock) {
+                out.push(Out::Sock {
+                    sock,
+                    ev,
+                    conn: no,
+                    side,
+                });
             }
             if close && end.phase == Phase::Open {
                 end.phase = Phase::Closing;
@@ -1475,7 +1583,16 @@ impl NetState {
                 }
             }
             let closing_done = end.phase == Phase::Closing && end.queue.is_empty();
+            let crossed = end.check_watermarks(self.world.now());
             let (sock, still, peer_eof) = (end.sock, end.queued, end.peer_eof);
+            if let (Some(ev), Some(sock)) = (crossed, sock) {
+                out.push(Out::Sock {
+                    sock,
+                    ev,
+                    conn: no,
+                    side,
+                });
+            }
             if let Some(mut st) = sock.and_then(|s| s.slot()) {
                 st.conn_queued = still;
             }
@@ -1547,16 +1664,9 @@ impl NetState {
                 if end.deadline().is_none_or(|t| t > now) {
                     continue;
                 }
-                let send_due = match (end.queue.front(), end.options.send_timeout) {
-                    (Some(&(since, _)), Some(d)) => since.saturating_add(d) <= now,
-                    _ => false,
-                };
-                let reason = if send_due {
-                    DisconnectReason::SendTimeout
-                } else {
-                    DisconnectReason::RecvTimeout
-                };
-                due.push((no, side, reason));
+                if let Some(reason) = end.expired(now) {
+                    due.push((no, side, reason));
+                }
             }
         }
         for (no, side, reason) in due {
