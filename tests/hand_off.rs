@@ -18,8 +18,8 @@ use support::{WAIT, any_port, recv};
 enum Seen {
     Gate(SockIdent, u64),
     Session(SockIdent, u64),
-    Moved(SockIdent, usize),
-    SessionEnd(SockIdent),
+    Moved(usize),
+    SessionEnd,
 }
 
 struct Session {
@@ -36,8 +36,8 @@ impl Actor for Session {
                 let n = u64::from(n);
                 let _ = self.out.send(Seen::Session(sock, n));
             }
-            NetEvent::Disconnected { sock, .. } => {
-                let _ = self.out.send(Seen::SessionEnd(sock));
+            NetEvent::Disconnected { .. } => {
+                let _ = self.out.send(Seen::SessionEnd);
             }
             _ => {}
         }
@@ -105,7 +105,7 @@ impl Actor for Gate {
                 let moved = sock
                     .hand_off(ctx, &self.session)
                     .expect("hand off a live socket");
-                let _ = self.out.send(Seen::Moved(sock, moved));
+                let _ = self.out.send(Seen::Moved(moved));
             }
         }
     }
@@ -155,8 +155,8 @@ fn packets_queued_at_the_gate_follow_the_socket_in_order() {
         match recv(&rx, "what the gate and the session see") {
             Seen::Gate(s, n) => gate_saw.entry(s).or_default().push(n),
             Seen::Session(s, n) => session_saw.entry(s).or_default().push(n),
-            Seen::Moved(_, m) => moved_total += m,
-            Seen::SessionEnd(_) => ended += 1,
+            Seen::Moved(m) => moved_total += m,
+            Seen::SessionEnd => ended += 1,
         }
     }
     for w in writers {

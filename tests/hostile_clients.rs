@@ -422,12 +422,9 @@ fn a_drip_fed_packet_hits_the_packet_deadline_and_whole_packets_do_not() {
         let _ = drip.write_all(b"x");
         write_frame(&mut steady, b"ping").unwrap();
         assert_eq!(read_frame(&mut steady).unwrap(), b"ping");
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(Seen::Disconnected(s, r)) => {
-                assert_eq!(s, dripping, "only the drip-feed is closed");
-                break r;
-            }
-            Ok(_) | Err(_) => {}
+        if let Ok(Seen::Disconnected(s, r)) = rx.recv_timeout(Duration::from_millis(50)) {
+            assert_eq!(s, dripping, "only the drip-feed is closed");
+            break r;
         }
     };
     assert_eq!(reason, DisconnectReason::PacketTimeout);
