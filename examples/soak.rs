@@ -154,12 +154,10 @@ impl Actor for Echo {
 
     fn handle(&mut self, ev: NetEvent, _: &mut Context<Self>) {
         match ev {
-            NetEvent::Connected { sock, .. } => {
-                if !self.peers.is_empty() {
-                    self.next = (self.next + 1) % self.peers.len();
-                    if let Err(e) = sock.hand_to(&self.peers[self.next]) {
-                        eprintln!("soak: server: cannot hand {sock} over: {e}");
-                    }
+            NetEvent::Connected { sock, .. } if !self.peers.is_empty() => {
+                self.next = (self.next + 1) % self.peers.len();
+                if let Err(e) = sock.hand_to(&self.peers[self.next]) {
+                    eprintln!("soak: server: cannot hand {sock} over: {e}");
                 }
             }
             NetEvent::Packet { sock, packet } => {
@@ -709,8 +707,11 @@ fn main() -> ExitCode {
     let mut warm_rss: Option<u64> = None;
     let (mut last_t, mut last_bytes) = (Duration::ZERO, 0);
     let mut early_end = false;
-    while all_up {
+    loop {
         let now = start.elapsed();
+        if !all_up {
+            break;
+        }
         if now >= run {
             break;
         }
