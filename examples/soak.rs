@@ -269,15 +269,160 @@ struct Conn {
     next_send: u64,
     /// The next sequence number expected back.
     next_recv: u64,
+    /// Bytes the socket has not taken yet (from `out_pos` on).
     out: Vec<u8>,
     out_pos: usize,
+    /// A frame cut by the end of a read, until the rest arrives.
     inbuf: Vec<u8>,
     dead: bool,
 }
 
+/// What one batch of received bytes added up to.
+#[derive(Default)]
+struct Tally {
+    checked: u64,
+    lost: u64,
+    misordered: u64,
+    corrupted: u64,
+}
+
+impl Tally {
+    fn add_to(&self, k: &ClientCounters) {
+        k.checked.fetch_add(self.checked, Ordering::Relaxed);
+        k.lost.fetch_add(self.lost, Ordering::Relaxed);
+        k.misordered.fetch_add(self.misordered, Ordering::Relaxed);
+        k.corrupted.fetch_add(self.corrupted, Ordering::Relaxed);
+    }
+}
+
+/// The frame header: a 4-byte little-endian payload length.
+const H: usize = kendynet::net::HEADER_LEN;
+
 impl Conn {
     fn in_flight(&self) -> u64 {
         self.next_send - self.next_recv
+    }
+
+    /// Writes a frame: straight to the socket if nothing waits before it; what the socket
+    /// does not take waits in `out`.
+    fn send_frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        if self.out.is_empty() {
+            let mut pos = 0;
+            while pos < frame.len() {
+                match self.stream.write(&frame[pos..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => pos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.out.extend_from_slice(&frame[pos..]);
+            Ok(())
+        } else {
+            self.out.extend_from_slice(frame);
+            self.flush()
+        }
+    }
+
+    /// Writes `out` until it is empty or the socket is full.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Keep a small buffer for the next time the socket fills; give a large one back.
+        if self.out.capacity() > 2 * (H + MAX_PACKET) {
+            self.out = Vec::new();
+        } else {
+            self.out.clear();
+        }
+        self.out_pos = 0;
+        Ok(())
+    }
+
+    /// Checks the frames in `bytes` (4-byte little-endian length, then the payload) against
+    /// the packets regenerated from their sequence numbers. Only a frame cut by the end of
+    /// `bytes` is copied (into `inbuf`, which so never holds more than one frame).
+    fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        payload: &mut Vec<u8>,
+        t: &mut Tally,
+    ) -> Result<(), String> {
+        while !bytes.is_empty() {
+            if self.inbuf.is_empty() && bytes.len() >= H {
+                let len = frame_len(&bytes[..H], t)?;
+                if bytes.len() >= H + len {
+                    self.check(&bytes[H..H + len], payload, t);
+                    bytes = &bytes[H + len..];
+                    continue;
+                }
+            }
+            // Complete the header, then the frame, in `inbuf`.
+            let need = if self.inbuf.len() < H {
+                H - self.inbuf.len()
+            } else {
+                H + frame_len(&self.inbuf[..H], t)? - self.inbuf.len()
+            };
+            let take = need.min(bytes.len());
+            self.inbuf.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.inbuf.len() >= H {
+                let len = frame_len(&self.inbuf[..H], t)?;
+                if self.inbuf.len() == H + len {
+                    let frame = std::mem::take(&mut self.inbuf);
+                    self.check(&frame[H..], payload, t);
+                    self.inbuf = frame;
+                    self.inbuf.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one echoed payload.
+    fn check(&mut self, body: &[u8], payload: &mut Vec<u8>, t: &mut Tally) {
+        let seq = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+        let sum = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes"));
+        if checksum(&body[..8], &body[16..]) != sum {
+            t.corrupted += 1;
+            return;
+        }
+        if seq != self.next_recv {
+            t.misordered += 1;
+            if seq > self.next_recv && seq < self.next_send {
+                // Everything skipped is lost (should it come later, it counts as misordered
+                // as well).
+                t.lost += seq - self.next_recv;
+                self.next_recv = seq + 1;
+            }
+            return;
+        }
+        make_payload(self.seed, seq, payload);
+        if payload.as_slice() == body {
+            t.checked += 1;
+        } else {
+            t.corrupted += 1;
+        }
+        self.next_recv += 1;
+    }
+}
+
+/// The payload length a header declares; one outside the sizes sent is a corrupted frame
+/// (and the end of that connection: the stream can no longer be parsed).
+fn frame_len(header: &[u8], t: &mut Tally) -> Result<usize, String> {
+    let len = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
+    if (MIN_PACKET..=MAX_PACKET).contains(&len) {
+        Ok(len)
+    } else {
+        t.corrupted += 1;
+        Err(format!("a frame declares {len} bytes"))
     }
 }
 
@@ -339,41 +484,27 @@ struct Client {
 }
 
 impl Client {
-    /// Queues packets until the connection has `inflight` in flight, then writes what the
-    /// socket takes.
+    /// Writes what is queued, then new packets until the connection has `inflight` in
+    /// flight (when `sending`). Bytes the socket does not take wait in the connection's
+    /// `out`, which stays small: it only ever holds what the kernel refused.
     fn pump_out(&mut self, i: usize, sending: bool) {
         let c = &mut self.conns[i];
         if c.dead {
             return;
         }
+        let mut res = c.flush();
         let mut queued = 0;
-        while sending && c.in_flight() < self.inflight {
+        while res.is_ok() && sending && c.in_flight() < self.inflight {
             make_payload(c.seed, c.next_send, &mut self.payload);
             let mut p = WPacket::with_capacity(self.payload.len());
             p.write_raw(&self.payload);
-            if c.out_pos == c.out.len() {
-                c.out.clear();
-                c.out_pos = 0;
-            }
-            c.out.extend_from_slice(&p.into_frame());
+            res = c.send_frame(&p.into_frame());
             c.next_send += 1;
             queued += 1;
         }
         self.counters.sent.fetch_add(queued, Ordering::Relaxed);
-        while c.out_pos < c.out.len() {
-            match c.stream.write(&c.out[c.out_pos..]) {
-                Ok(0) => {
-                    self.kill(i, "the socket accepted no bytes");
-                    return;
-                }
-                Ok(n) => c.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.kill(i, &format!("write failed: {e}"));
-                    return;
-                }
-            }
+        if let Err(e) = res {
+            self.kill(i, &format!("write failed: {e}"));
         }
     }
 
@@ -390,9 +521,14 @@ impl Client {
                     return;
                 }
                 Ok(n) => {
-                    c.inbuf.extend_from_slice(&self.scratch[..n]);
                     self.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                    self.check_frames(i);
+                    let mut t = Tally::default();
+                    let res = c.feed(&self.scratch[..n], &mut self.payload, &mut t);
+                    t.add_to(&self.counters);
+                    if let Err(why) = res {
+                        self.kill(i, &why);
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -401,64 +537,6 @@ impl Client {
                     return;
                 }
             }
-        }
-    }
-
-    /// Parses the frames in the connection's input (4-byte little-endian length, then the
-    /// payload) and checks each against the packet regenerated from its sequence number.
-    fn check_frames(&mut self, i: usize) {
-        let mut pos = 0;
-        let (mut checked, mut misordered, mut corrupted, mut lost) = (0, 0, 0, 0);
-        let mut broken = None;
-        {
-            let c = &mut self.conns[i];
-            const H: usize = kendynet::net::HEADER_LEN;
-            while c.inbuf.len() - pos >= H {
-                let len =
-                    u32::from_le_bytes(c.inbuf[pos..pos + H].try_into().expect("4 bytes")) as usize;
-                if !(MIN_PACKET..=MAX_PACKET).contains(&len) {
-                    corrupted += 1;
-                    broken = Some(format!("a frame declares {len} bytes"));
-                    break;
-                }
-                if c.inbuf.len() - pos - H < len {
-                    break;
-                }
-                let body = &c.inbuf[pos + H..pos + H + len];
-                pos += H + len;
-                let seq = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
-                let sum = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes"));
-                if checksum(&body[..8], &body[16..]) != sum {
-                    corrupted += 1;
-                    continue;
-                }
-                if seq != c.next_recv {
-                    misordered += 1;
-                    if seq > c.next_recv && seq < c.next_send {
-                        // Everything skipped is lost (should it come later, it counts as
-                        // misordered as well).
-                        lost += seq - c.next_recv;
-                        c.next_recv = seq + 1;
-                    }
-                    continue;
-                }
-                make_payload(c.seed, seq, &mut self.payload);
-                if self.payload.as_slice() != body {
-                    corrupted += 1;
-                } else {
-                    checked += 1;
-                }
-                c.next_recv += 1;
-            }
-            c.inbuf.drain(..pos);
-        }
-        let k = &self.counters;
-        k.checked.fetch_add(checked, Ordering::Relaxed);
-        k.misordered.fetch_add(misordered, Ordering::Relaxed);
-        k.corrupted.fetch_add(corrupted, Ordering::Relaxed);
-        k.lost.fetch_add(lost, Ordering::Relaxed);
-        if let Some(why) = broken {
-            self.kill(i, &why);
         }
     }
 
@@ -532,7 +610,7 @@ fn client_thread(
         inflight: a.inflight,
         counters,
         payload: Vec::with_capacity(MAX_PACKET),
-        scratch: vec![0; 256 * 1024],
+        scratch: vec![0; 64 * 1024],
     };
     // Wait for every thread to connect, so that the clock starts with all connections up.
     while !go.load(Ordering::Acquire) {
@@ -608,7 +686,7 @@ fn report(t: f64, k: &ClientCounters, server: Option<&ServerCounters>, mbps: f64
     });
     println!(
         "soak: t={t:.0}s conns={} sent={} checked={} lost={} misordered={} corrupted={} \
-         disconnects={}{server} MB/s={mbps:.1} rss={:.1}MiB",
+         disconnects={}{server} echoed_MB/s={mbps:.1} rss={:.1}MiB",
         k.connected.load(Ordering::Relaxed),
         k.sent.load(Ordering::Relaxed),
         k.checked.load(Ordering::Relaxed),
@@ -781,15 +859,15 @@ fn main() -> ExitCode {
         failures.push("a client thread ended before the run did".into());
     }
     let k = &counters;
-    for (name, v) in [
-        ("lost", &k.lost),
-        ("misordered", &k.misordered),
-        ("corrupted", &k.corrupted),
-        ("dropped connection(s)", &k.disconnects),
+    for (what, v) in [
+        ("packet(s) lost", &k.lost),
+        ("packet(s) misordered", &k.misordered),
+        ("packet(s) corrupted", &k.corrupted),
+        ("connection(s) dropped", &k.disconnects),
     ] {
         let v = v.load(Ordering::Relaxed);
         if v != 0 {
-            failures.push(format!("{v} packet(s)/connection(s) {name}"));
+            failures.push(format!("{v} {what}"));
         }
     }
     if k.checked.load(Ordering::Relaxed) == 0 {
