@@ -457,7 +457,7 @@ struct PauseResult {
     sent: u64,
     skipped: u64,
     received: u64,
-    out_of_order: u64,
+    breaks: u64,
     pause: (Duration, Duration),
     closed_by_server: Option<Duration>,
     error: Option<String>,
@@ -478,7 +478,7 @@ fn pause_read_client(
         sent: 0,
         skipped: 0,
         received: 0,
-        out_of_order: 0,
+        breaks: 0,
         pause: (pause_from - start, pause_to - start),
         closed_by_server: None,
         error: None,
@@ -574,7 +574,7 @@ fn pause_read_client(
                 if len >= 8 {
                     let seq = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
                     if seq != next_seq_back {
-                        r.out_of_order += 1;
+                        r.breaks += 1;
                     }
                     next_seq_back = seq + 1;
                 }
@@ -734,12 +734,12 @@ fn main() -> ExitCode {
         };
         println!(
             "pause-read: paused from {:.1}s to {:.1}s; echoes received {}/{} sent ({pct:.1}%), \
-             {} out of order; {} not sent (a second's worth was already waiting for the socket){}",
+             {} break(s) in the sequence (a gap or a reorder); {} not sent (a second's worth was already waiting for the socket){}",
             p.pause.0.as_secs_f64(),
             p.pause.1.as_secs_f64(),
             p.received,
             p.sent,
-            p.out_of_order,
+            p.breaks,
             p.skipped,
             p.closed_by_server.map_or(String::new(), |t| format!(
                 "; closed by the server after {:.1}s",
