@@ -245,6 +245,9 @@ fn vm_hwm_kib() -> u64 {
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn main() {
+    if let Err(e) = kendynet::net::raise_fd_limit() {
+        eprintln!("actor_bench: cannot raise the descriptor limit: {e}");
+    }
     let a = parse_args();
     let system = System::builder()
         .workers(a.threads)

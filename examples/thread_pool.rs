@@ -205,6 +205,9 @@ fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = kendynet::net::raise_fd_limit() {
+        eprintln!("thread_pool: cannot raise the descriptor limit: {e}");
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

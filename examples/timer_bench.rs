@@ -138,6 +138,9 @@ fn status_kb(field: &str) -> u64 {
 }
 
 fn main() -> std::io::Result<()> {
+    if let Err(e) = kendynet::net::raise_fd_limit() {
+        eprintln!("timer_bench: cannot raise the descriptor limit: {e}");
+    }
     let mut timers = 1_000_000usize;
     let mut short = 100_000usize;
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;

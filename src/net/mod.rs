@@ -23,11 +23,24 @@ pub use engine::{
 };
 pub use packet::{DEFAULT_MAX_PACKET_LEN, HEADER_LEN, RPacket, WPacket};
 
-/// Raises this process's soft limit on open descriptors to its hard limit (a server with a
-/// thousand connections needs more than the usual 1024) and returns the new limit.
+/// Raises this process's soft limit on open descriptors (`RLIMIT_NOFILE`) to its hard limit
+/// and returns the new soft limit. A server or load client with a thousand connections needs
+/// more than the usual 1024; raising the hard limit itself needs privileges (`ulimit -Hn`,
+/// `LimitNOFILE=` in a systemd unit), so this is all an unprivileged process can do.
+///
+/// Call it once at the start of `main`. A failure need not be fatal: the process goes on with
+/// the old limit, and accepts beyond it fail with `EMFILE`.
 ///
 /// # Errors
 /// The OS error of `getrlimit`/`setrlimit`.
+///
+/// # Example
+/// ```
+/// match kendynet::net::raise_fd_limit() {
+///     Ok(limit) => println!("up to {limit} descriptors"),
+///     Err(e) => eprintln!("cannot raise the descriptor limit: {e}"),
+/// }
+/// ```
 pub fn raise_fd_limit() -> std::io::Result<u64> {
     sys::raise_fd_limit()
 }

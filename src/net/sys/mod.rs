@@ -13,13 +13,15 @@ compile_error!("kendynet supports Linux only: it is built directly on epoll and 
 
 mod epoll;
 mod eventfd;
+mod limits;
 mod socket;
 
 pub(crate) use epoll::{Epoll, Event, Events, Interest};
 pub(crate) use eventfd::EventFd;
+pub(crate) use limits::raise_fd_limit;
 pub(crate) use socket::{
-    MAX_IOV, accept, connect_nonblocking, is_out_of_resources, listen_tcp, local_addr,
-    raise_fd_limit, readv, recv_into, set_nodelay, shutdown_write, take_socket_error, writev,
+    MAX_IOV, accept, connect_nonblocking, is_out_of_resources, listen_tcp, local_addr, readv,
+    recv_into, set_nodelay, shutdown_write, take_socket_error, writev,
 };
 
 /// Calls a libc function and turns a `-1` result into the OS error.

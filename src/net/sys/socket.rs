@@ -254,19 +254,6 @@ pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
     name_of(fd, libc::getsockname)
 }
 
-/// Raises the soft limit on open descriptors to the hard limit (servers with many
-/// connections need more than the usual 1024). Returns the new soft limit.
-pub(crate) fn raise_fd_limit() -> io::Result<u64> {
-    // SAFETY: rlimit is plain old data; all-zero is a valid value.
-    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
-    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut rl))?;
-    if rl.rlim_cur < rl.rlim_max {
-        rl.rlim_cur = rl.rlim_max;
-        syscall!(setrlimit(libc::RLIMIT_NOFILE, &rl))?;
-    }
-    Ok(rl.rlim_cur)
-}
-
 /// Whether an error means the process or the system is short of a resource (descriptors,
 /// buffers, memory), so that retrying at once would fail again; as opposed to one
 /// connection failing.
