@@ -9,6 +9,7 @@
 //! hand-offs) goes through the table and the slot's [`PollerLink`](super::table::PollerLink).
 
 use super::NetEvent;
+use super::listener::ListenerHandle;
 use super::sock_ident::SockIdent;
 use super::sock_ident::system_id;
 use super::table::Life;
@@ -36,6 +37,25 @@ pub(crate) trait Transport: Send + Sync + 'static {
         options: ConnOptions,
     ) -> io::Result<SocketAddr>;
 
+    /// Listens on `addr` for `owner` (already checked to belong to `system`), with a
+    /// handle; `max_connections`: the listener's own limit. Transports without listener
+    /// handles (the test kit's simulation) refuse with `Unsupported`.
+    fn open_listener(
+        self: Arc<Self>,
+        system: &Arc<SystemInner>,
+        addr: SocketAddr,
+        owner: Recipient<NetEvent>,
+        options: ConnOptions,
+        max_connections: Option<usize>,
+    ) -> io::Result<ListenerHandle> {
+        let _ = (system, addr, owner, options, max_connections);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this transport has no listener handles (the test kit's simulated network: use \
+             SystemHandle::listen)",
+        ))
+    }
+
     /// Dials `addr` for `owner` (already checked to belong to `system`), which receives
     /// `Connected` or one `ConnectFailed`.
     fn connect(
@@ -57,6 +77,17 @@ pub(crate) trait Transport: Send + Sync + 'static {
     fn io_wait_errors(&self) -> u64 {
         0
     }
+
+    /// Back-offs of listeners for lack of resources (see [`SystemHandle::accept_pauses`]).
+    fn accept_pauses(&self) -> u64 {
+        0
+    }
+
+    /// Connections accepted and dropped at the system's limit (see
+    /// [`SystemHandle::accept_refusals`]).
+    fn accept_refusals(&self) -> u64 {
+        0
+    }
 }
 
 /// The transport of a system built by this crate.
@@ -67,11 +98,11 @@ pub(crate) fn transport_of(inner: &SystemInner) -> &Arc<dyn Transport> {
 }
 
 /// Whether `owner` is an actor (or a pool) of `system`.
-fn is_own(system: &SystemInner, owner: &Recipient<NetEvent>) -> bool {
+pub(super) fn is_own(system: &SystemInner, owner: &Recipient<NetEvent>) -> bool {
     system_id(owner.system()) == system_id(system)
 }
 
-fn foreign_owner() -> io::Error {
+pub(super) fn foreign_owner() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         "the owner belongs to another system",
