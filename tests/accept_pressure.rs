@@ -73,7 +73,10 @@ fn emfile_backs_off_without_spinning_then_serves_the_backlog() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The child really ran the body (and not zero tests).
-    assert!(stdout.contains("1 passed"), "the child ran no test:\n{stdout}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test:\n{stdout}"
+    );
     if let Some(at) = stdout.find("accept pauses:") {
         println!("child: {}", stdout[at..].lines().next().unwrap_or_default());
     }

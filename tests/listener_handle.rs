@@ -236,3 +236,25 @@ fn open_listener_reports_bind_errors_and_plain_listen_still_works() {
     listener.close();
     assert!(listener.is_closed());
 }
+
+/// The test kit's simulated network has no listener handles: `open_listener` says so
+/// plainly, and `listen` works there as before.
+#[cfg(feature = "testkit")]
+#[test]
+fn simulated_network_refuses_open_listener_as_unsupported() {
+    use kendynet::testkit::Sim;
+    let sim = Sim::new(1);
+    let (tx, _rx) = mpsc::channel();
+    let probe = sim.spawn(Probe::new(0, tx));
+    let err = sim
+        .handle()
+        .open_listener(any_port(), &probe, ListenOptions::new())
+        .expect_err("no handles on the simulated network");
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("listen"), "{err}");
+    sim.handle()
+        .listen(any_port(), &probe)
+        .expect("listen works");
+    assert_eq!(sim.handle().accept_pauses(), 0);
+    assert_eq!(sim.handle().accept_refusals(), 0);
+}
