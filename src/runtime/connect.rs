@@ -2,7 +2,7 @@
 //! registration of a new socket as a connection on its poller.
 
 use super::NetEvent;
-use super::listener::{ListenerHandle, ListenerShared};
+use super::listener::{ListenerHandle, ListenerLink, ListenerShared};
 use super::poller::{NetShared, PollerLocal, current_poller};
 use super::sock_ident::{SockIdent, system_id};
 use super::table::SockTable;
@@ -123,9 +123,13 @@ fn accept_into(
     }
 }
 
-impl NetShared {
-    /// Drops a closed listener from the list the shutdown closes.
-    pub(crate) fn forget_listener(&self, listener: &Arc<ListenerShared>) {
+impl ListenerLink for NetShared {
+    fn post(&self, poller: usize, f: Box<dyn FnOnce(&mut Engine) + Send>) {
+        // Fails only if the eventfd cannot be written; the closure stays queued then.
+        let _ = self.on_poller(poller, f);
+    }
+
+    fn forget(&self, listener: &Arc<ListenerShared>) {
         self.listeners
             .lock()
             .unwrap()
@@ -165,7 +169,13 @@ impl Transport for NetShared {
         let net = self;
         let (fd, bound) = bind_listener(&addr, LISTEN_BACKLOG)?;
         let poller = net.pick_poller();
-        let shared = Arc::new(ListenerShared::new(bound, poller, &net, max_connections));
+        let link: Arc<dyn ListenerLink> = net.clone();
+        let shared = Arc::new(ListenerShared::new(
+            bound,
+            poller,
+            Arc::downgrade(&link),
+            max_connections,
+        ));
         net.listeners.lock().unwrap().push(shared.clone());
         let (inner, listener, net2) = (system.clone(), shared.clone(), net.clone());
         let posted = net.on_poller(poller, move |engine| {
@@ -176,15 +186,15 @@ impl Transport for NetShared {
             }
             let on_accept = accept_into(inner, net2.clone(), listener.clone(), owner, options);
             let Ok(id) = engine.listen_on(fd, on_accept) else {
-                listener.close(&net2);
-                net2.forget_listener(&listener);
+                listener.close(&*net2);
+                net2.forget(&listener);
                 return;
             };
             listener.registered(id);
-            let counted = listener.clone();
+            let (counted, net) = (listener.clone(), net2.clone());
             engine.on_accept_pause(id, move |starts| {
                 counted.backing_off(starts);
-                if starts && let Some(net) = counted.net() {
+                if starts {
                     net.accept_pauses.fetch_add(1, Ordering::Relaxed);
                 }
             });
@@ -192,13 +202,13 @@ impl Transport for NetShared {
             listener.sync(engine);
         });
         if let Err(error) = posted {
-            shared.close(&net);
-            net.forget_listener(&shared);
+            shared.close(&*net);
+            net.forget(&shared);
             return Err(error);
         }
         // A shutdown that began meanwhile may have missed it in the list.
-        if system.is_shutting_down() && shared.close(&net) {
-            net.forget_listener(&shared);
+        if system.is_shutting_down() && shared.close(&*net) {
+            net.forget(&shared);
         }
         Ok(ListenerHandle::new(shared))
     }

@@ -1,4 +1,4 @@
-//! Listeners with a handle: [`SystemHandle::open_listener`] returns a [`ListenerHandle`] that
+//! Listeners with a handle: [`SystemHandle::open_listener`](crate::SystemHandle::open_listener) returns a [`ListenerHandle`] that
 //! pauses, resumes and closes its listener from any thread, caps the sockets it has open
 //! ([`ListenOptions::max_connections`]) and reports the pressure it met.
 //!
@@ -13,23 +13,22 @@
 //! (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) pauses the listener with the engine's back-off
 //! ([`ACCEPT_BACKOFF_MIN`](crate::net::ACCEPT_BACKOFF_MIN) doubling up to
 //! [`ACCEPT_BACKOFF_MAX`](crate::net::ACCEPT_BACKOFF_MAX)), counted by
-//! [`ListenerHandle::accept_pauses`] and [`SystemHandle::accept_pauses`].
+//! [`ListenerHandle::accept_pauses`] and
+//! [`SystemHandle::accept_pauses`](crate::SystemHandle::accept_pauses).
+//!
+//! This file names no other part of the runtime: the pollers reach it, and it reaches them
+//! back through a [`ListenerLink`] (the system's network state implements it).
 
-use super::NetEvent;
-use super::poller::NetShared;
-use super::transport::{foreign_owner, is_own, transport_of};
-use crate::actor::{Recipient, SystemHandle};
 use crate::net::{ConnOptions, Engine, ListenerId};
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, OnceLock, Ordering, Weak};
 use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 
 /// The default of [`ListenOptions::max_connections`]: no limit of the listener's own (only
-/// the system's [`Builder::max_connections`](super::Builder::max_connections) applies).
+/// the system's [`Builder::max_connections`](crate::Builder::max_connections) applies).
 pub const DEFAULT_LISTENER_MAX_CONNECTIONS: Option<usize> = None;
 
-/// How [`SystemHandle::open_listener`] listens. Builder-style; every setting has a named
+/// How [`SystemHandle::open_listener`](crate::SystemHandle::open_listener) listens. Builder-style; every setting has a named
 /// default.
 ///
 /// ```
@@ -43,8 +42,8 @@ pub const DEFAULT_LISTENER_MAX_CONNECTIONS: Option<usize> = None;
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct ListenOptions {
-    conn: Option<ConnOptions>,
-    max_connections: Option<usize>,
+    pub(crate) conn: Option<ConnOptions>,
+    pub(crate) max_connections: Option<usize>,
 }
 
 impl ListenOptions {
@@ -58,7 +57,7 @@ impl ListenOptions {
     }
 
     /// The options of every socket the listener accepts (default: the system's, as
-    /// [`SystemHandle::listen`] uses).
+    /// [`SystemHandle::listen`](crate::SystemHandle::listen) uses).
     #[must_use]
     pub fn conn_options(mut self, options: ConnOptions) -> ListenOptions {
         self.conn = Some(options);
@@ -81,13 +80,21 @@ impl ListenOptions {
     }
 }
 
+/// How a listener reaches the pollers of its system.
+pub(crate) trait ListenerLink: Send + Sync {
+    /// Runs `f` on poller `poller`'s thread, with its engine.
+    fn post(&self, poller: usize, f: Box<dyn FnOnce(&mut Engine) + Send>);
+    /// Drops a closed listener from the list the shutdown closes.
+    fn forget(&self, listener: &Arc<ListenerShared>);
+}
+
 /// A listener's state, shared by its handles, the poller that holds it and the tickets of
 /// its sockets.
 pub(crate) struct ListenerShared {
     addr: SocketAddr,
     /// The poller whose engine holds the listening socket.
     poller: usize,
-    net: Weak<NetShared>,
+    link: Weak<dyn ListenerLink>,
     /// Set on the poller once the socket is registered there.
     id: OnceLock<ListenerId>,
     max: Option<usize>,
@@ -111,13 +118,13 @@ impl ListenerShared {
     pub(crate) fn new(
         addr: SocketAddr,
         poller: usize,
-        net: &Arc<NetShared>,
+        link: Weak<dyn ListenerLink>,
         max: Option<usize>,
     ) -> ListenerShared {
         ListenerShared {
             addr,
             poller,
-            net: Arc::downgrade(net),
+            link,
             id: OnceLock::new(),
             max,
             closed: AtomicBool::new(false),
@@ -134,11 +141,6 @@ impl ListenerShared {
 
     pub(crate) fn poller(&self) -> usize {
         self.poller
-    }
-
-    /// Its system's network state, while the system lives.
-    pub(crate) fn net(&self) -> Option<Arc<NetShared>> {
-        self.net.upgrade()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -186,25 +188,28 @@ impl ListenerShared {
     /// Posts [`ListenerShared::sync`] to the listener's poller (nothing once the system is
     /// gone).
     fn post_sync(self: &Arc<Self>) {
-        if let Some(net) = self.net.upgrade() {
+        if let Some(link) = self.link.upgrade() {
             let me = self.clone();
-            let _ = net.on_poller(self.poller, move |engine| me.sync(engine));
+            link.post(self.poller, Box::new(move |engine| me.sync(engine)));
         }
     }
 
     /// Closes the listener (once: later calls do nothing); returns whether this call did.
-    pub(crate) fn close(self: &Arc<Self>, net: &NetShared) -> bool {
+    pub(crate) fn close(self: &Arc<Self>, link: &dyn ListenerLink) -> bool {
         if self.closed.swap(true, Ordering::SeqCst) {
             return false;
         }
         let me = self.clone();
         // Posted after the registration (same poller, in order): the id is set by then,
         // unless the registration saw the flag and never registered.
-        let _ = net.on_poller(self.poller, move |engine| {
-            if let Some(&id) = me.id.get() {
-                engine.close_listener(id);
-            }
-        });
+        link.post(
+            self.poller,
+            Box::new(move |engine| {
+                if let Some(&id) = me.id.get() {
+                    engine.close_listener(id);
+                }
+            }),
+        );
         true
     }
 
@@ -249,7 +254,7 @@ impl Drop for ListenerTicket {
     }
 }
 
-/// A listener opened by [`SystemHandle::open_listener`]. Cheap to clone; usable from any
+/// A listener opened by [`SystemHandle::open_listener`](crate::SystemHandle::open_listener). Cheap to clone; usable from any
 /// thread; harmless once its system is gone (its changes then do nothing). Dropping every
 /// handle does not close the listener: it listens until [`ListenerHandle::close`] or the
 /// system's shutdown.
@@ -305,12 +310,12 @@ impl ListenerHandle {
     /// reset; later connects are refused). Sockets it accepted stay open. Idempotent; the
     /// system's shutdown closes it too.
     pub fn close(&self) {
-        let Some(net) = self.shared.net.upgrade() else {
+        let Some(link) = self.shared.link.upgrade() else {
             self.shared.closed.store(true, Ordering::SeqCst);
             return;
         };
-        if self.shared.close(&net) {
-            net.forget_listener(&self.shared);
+        if self.shared.close(&*link) {
+            link.forget(&self.shared);
         }
     }
 
@@ -343,8 +348,8 @@ impl ListenerHandle {
     }
 
     /// Connections it accepted and closed at once because the system had its
-    /// [`Builder::max_connections`](super::Builder::max_connections) sockets open (counted
-    /// system-wide by [`SystemHandle::accept_refusals`]).
+    /// [`Builder::max_connections`](crate::Builder::max_connections) sockets open (counted
+    /// system-wide by [`SystemHandle::accept_refusals`](crate::SystemHandle::accept_refusals)).
     pub fn limit_refusals(&self) -> u64 {
         self.shared.refusals.load(Ordering::Relaxed)
     }
@@ -358,69 +363,5 @@ impl fmt::Debug for ListenerHandle {
             .field("paused", &self.is_paused())
             .field("connections", &self.connections())
             .finish()
-    }
-}
-
-impl SystemHandle {
-    /// Listens on `addr` and returns a handle to pause, resume and close the listener and
-    /// read its counters; every accepted socket is owned by `owner`, as with
-    /// [`SystemHandle::listen`] (which is this with default options, keeping only the
-    /// address).
-    ///
-    /// ```no_run
-    /// # use kendynet::{ListenOptions, NetEvent, SystemHandle, Recipient};
-    /// # fn demo(system: &SystemHandle, owner: Recipient<NetEvent>) -> std::io::Result<()> {
-    /// let listener = system.open_listener(
-    ///     "127.0.0.1:0".parse().unwrap(),
-    ///     owner,
-    ///     ListenOptions::new().max_connections(500),
-    /// )?;
-    /// println!("listening on {}", listener.local_addr());
-    /// listener.pause(); // clients wait in the backlog
-    /// listener.resume();
-    /// listener.close();
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// The OS error of creating, binding or listening (for example `AddrInUse`);
-    /// `InvalidInput` if `owner` belongs to another system; `Unsupported` on the test kit's
-    /// simulated network, whose listeners have no handles (use
-    /// [`SystemHandle::listen`] there).
-    pub fn open_listener(
-        &self,
-        addr: SocketAddr,
-        owner: impl Into<Recipient<NetEvent>>,
-        options: ListenOptions,
-    ) -> io::Result<ListenerHandle> {
-        let owner = owner.into();
-        if !is_own(&self.inner, &owner) {
-            return Err(foreign_owner());
-        }
-        let transport = transport_of(&self.inner);
-        let conn = options
-            .conn
-            .clone()
-            .unwrap_or_else(|| transport.default_options());
-        transport
-            .clone()
-            .open_listener(&self.inner, addr, owner, conn, options.max_connections)
-    }
-
-    /// How many times this system's listeners stopped accepting for a while because `accept`
-    /// failed for lack of resources (the sum of their [`ListenerHandle::accept_pauses`],
-    /// listeners of [`SystemHandle::listen`] included). A growing count means the process is
-    /// short of descriptors (raise `RLIMIT_NOFILE`, see
-    /// [`raise_fd_limit`](crate::net::raise_fd_limit)) or of kernel memory.
-    pub fn accept_pauses(&self) -> u64 {
-        transport_of(&self.inner).accept_pauses()
-    }
-
-    /// How many connections this system's listeners accepted and closed at once because the
-    /// system had its [`Builder::max_connections`](super::Builder::max_connections) sockets
-    /// open.
-    pub fn accept_refusals(&self) -> u64 {
-        transport_of(&self.inner).accept_refusals()
     }
 }

@@ -9,7 +9,7 @@
 //! hand-offs) goes through the table and the slot's [`PollerLink`](super::table::PollerLink).
 
 use super::NetEvent;
-use super::listener::ListenerHandle;
+use super::listener::{ListenOptions, ListenerHandle};
 use super::sock_ident::SockIdent;
 use super::sock_ident::system_id;
 use super::table::Life;
@@ -98,11 +98,11 @@ pub(crate) fn transport_of(inner: &SystemInner) -> &Arc<dyn Transport> {
 }
 
 /// Whether `owner` is an actor (or a pool) of `system`.
-pub(super) fn is_own(system: &SystemInner, owner: &Recipient<NetEvent>) -> bool {
+fn is_own(system: &SystemInner, owner: &Recipient<NetEvent>) -> bool {
     system_id(owner.system()) == system_id(system)
 }
 
-pub(super) fn foreign_owner() -> io::Error {
+fn foreign_owner() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         "the owner belongs to another system",
@@ -185,6 +185,70 @@ impl SystemHandle {
     /// retried after a short pause; a growing count means the OS refuses the poll).
     pub fn io_wait_errors(&self) -> u64 {
         transport_of(&self.inner).io_wait_errors()
+    }
+}
+
+impl SystemHandle {
+    /// Listens on `addr` and returns a handle to pause, resume and close the listener and
+    /// read its counters; every accepted socket is owned by `owner`, as with
+    /// [`SystemHandle::listen`] (which is this with default options, keeping only the
+    /// address).
+    ///
+    /// ```no_run
+    /// # use kendynet::{ListenOptions, NetEvent, SystemHandle, Recipient};
+    /// # fn demo(system: &SystemHandle, owner: Recipient<NetEvent>) -> std::io::Result<()> {
+    /// let listener = system.open_listener(
+    ///     "127.0.0.1:0".parse().unwrap(),
+    ///     owner,
+    ///     ListenOptions::new().max_connections(500),
+    /// )?;
+    /// println!("listening on {}", listener.local_addr());
+    /// listener.pause(); // clients wait in the backlog
+    /// listener.resume();
+    /// listener.close();
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The OS error of creating, binding or listening (for example `AddrInUse`);
+    /// `InvalidInput` if `owner` belongs to another system; `Unsupported` on the test kit's
+    /// simulated network, whose listeners have no handles (use
+    /// [`SystemHandle::listen`] there).
+    pub fn open_listener(
+        &self,
+        addr: SocketAddr,
+        owner: impl Into<Recipient<NetEvent>>,
+        options: ListenOptions,
+    ) -> io::Result<ListenerHandle> {
+        let owner = owner.into();
+        if !is_own(&self.inner, &owner) {
+            return Err(foreign_owner());
+        }
+        let transport = transport_of(&self.inner);
+        let conn = options
+            .conn
+            .clone()
+            .unwrap_or_else(|| transport.default_options());
+        transport
+            .clone()
+            .open_listener(&self.inner, addr, owner, conn, options.max_connections)
+    }
+
+    /// How many times this system's listeners stopped accepting for a while because `accept`
+    /// failed for lack of resources (the sum of their [`ListenerHandle::accept_pauses`],
+    /// listeners of [`SystemHandle::listen`] included). A growing count means the process is
+    /// short of descriptors (raise `RLIMIT_NOFILE`, see
+    /// [`raise_fd_limit`](crate::net::raise_fd_limit)) or of kernel memory.
+    pub fn accept_pauses(&self) -> u64 {
+        transport_of(&self.inner).accept_pauses()
+    }
+
+    /// How many connections this system's listeners accepted and closed at once because the
+    /// system had its [`Builder::max_connections`](super::Builder::max_connections) sockets
+    /// open.
+    pub fn accept_refusals(&self) -> u64 {
+        transport_of(&self.inner).accept_refusals()
     }
 }
 
