@@ -29,6 +29,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 mod ask;
+mod listener;
 mod stop;
 mod timers;
 

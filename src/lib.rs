@@ -59,7 +59,8 @@ pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};
 pub use net::{ConnOptions, DisconnectReason};
 pub use runtime::{
-    Builder, CloseWhenHandled, NetEvent, NetMsg, ShutdownReport, SockError, SockIdent, System,
+    Builder, CloseWhenHandled, ListenOptions, ListenerHandle, NetEvent, NetMsg, ShutdownReport,
+    SockError, SockIdent, System,
 };
 
 /// The README's examples, compiled as doc tests so that they stay true.

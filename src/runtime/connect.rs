@@ -1,6 +1,7 @@
 //! Opening real sockets: the pollers' network state as a system's [`Transport`], and the
 //! registration of a new socket as a connection on its poller.
 
+use super::listener::{ListenerHandle, ListenerLink, ListenerShared};
 use super::poller::{NetShared, PollerLocal, current_poller};
 use super::sock_ident::{SockIdent, system_id};
 use super::table::SockTable;
@@ -109,6 +110,53 @@ fn register(
     }
 }
 
+/// The accept callback of a listener: admits each connection under the system's limit and
+/// the listener's own, and registers it on a poller for `owner`.
+fn accept_into(
+    inner: Arc<SystemInner>,
+    net: Arc<NetShared>,
+    listener: Arc<ListenerShared>,
+    owner: Recipient<NetEvent>,
+    options: ConnOptions,
+) -> impl FnMut(&mut Engine, Socket) + 'static {
+    let listener_poller = listener.poller();
+    move |engine, socket| {
+        let Some(ticket) = admit(&inner, &net) else {
+            // At the system's limit (not shutting down): the socket closes now; count it.
+            if !inner.is_shutting_down() {
+                listener.count_refusal();
+                net.accept_refusals.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        };
+        let ticket = ticket.with_listener(listener.ticket(engine));
+        let target = net.pick_poller();
+        let (owner, options) = (owner.clone(), options.clone());
+        // Registered by the poller that will own it, on its thread.
+        if target == listener_poller {
+            register_here(engine, socket, ticket, owner, options);
+        } else {
+            let _ = net.on_poller(target, move |engine| {
+                register_here(engine, socket, ticket, owner, options)
+            });
+        }
+    }
+}
+
+impl ListenerLink for NetShared {
+    fn post(&self, poller: usize, f: Box<dyn FnOnce(&mut Engine) + Send>) {
+        // Fails only if the eventfd cannot be written; the closure stays queued then.
+        let _ = self.on_poller(poller, f);
+    }
+
+    fn forget(&self, listener: &Arc<ListenerShared>) {
+        self.listeners
+            .lock()
+            .unwrap()
+            .retain(|l| !Arc::ptr_eq(l, listener));
+    }
+}
+
 impl Transport for NetShared {
     fn sock_table(&self) -> &'static SockTable {
         self.table()
@@ -125,34 +173,64 @@ impl Transport for NetShared {
         owner: Recipient<NetEvent>,
         options: ConnOptions,
     ) -> io::Result<SocketAddr> {
+        // A listener whose handle nobody keeps: it listens until the shutdown.
+        self.open_listener(system, addr, owner, options, None)
+            .map(|handle| handle.local_addr())
+    }
+
+    fn open_listener(
+        self: Arc<Self>,
+        system: &Arc<SystemInner>,
+        addr: SocketAddr,
+        owner: Recipient<NetEvent>,
+        options: ConnOptions,
+        max_connections: Option<usize>,
+    ) -> io::Result<ListenerHandle> {
         let net = self;
         let (fd, bound) = bind_listener(&addr, LISTEN_BACKLOG)?;
-        let inner = system.clone();
-        let listener_poller = net.pick_poller();
-        let net2 = net.clone();
-        net.on_poller(listener_poller, move |engine| {
-            let net = net2;
-            let net_cb = net.clone();
-            let res = engine.listen_on(fd, move |engine, socket| {
-                let Some(ticket) = admit(&inner, &net_cb) else {
-                    return;
-                };
-                let target = net_cb.pick_poller();
-                let (owner, options) = (owner.clone(), options.clone());
-                // Registered by the poller that will own it, on its thread.
-                if target == listener_poller {
-                    register_here(engine, socket, ticket, owner, options);
-                } else {
-                    let _ = net_cb.on_poller(target, move |engine| {
-                        register_here(engine, socket, ticket, owner, options)
-                    });
+        let poller = net.pick_poller();
+        let link: Arc<dyn ListenerLink> = net.clone();
+        let shared = Arc::new(ListenerShared::new(
+            bound,
+            poller,
+            Arc::downgrade(&link),
+            max_connections,
+        ));
+        net.listeners.lock().unwrap().push(shared.clone());
+        let (inner, listener, net2) = (system.clone(), shared.clone(), net.clone());
+        let posted = net.on_poller(poller, move |engine| {
+            // Closed (by its handle or the shutdown) before it got here: the socket just
+            // closes.
+            if listener.is_closed() {
+                return;
+            }
+            let on_accept = accept_into(inner, net2.clone(), listener.clone(), owner, options);
+            let Ok(id) = engine.listen_on(fd, on_accept) else {
+                listener.close(&*net2);
+                net2.forget(&listener);
+                return;
+            };
+            listener.registered(id);
+            let (counted, net) = (listener.clone(), net2.clone());
+            engine.on_accept_pause(id, move |starts| {
+                counted.backing_off(starts);
+                if starts {
+                    net.accept_pauses.fetch_add(1, Ordering::Relaxed);
                 }
             });
-            if let Ok(id) = res {
-                net.listeners.lock().unwrap().push((listener_poller, id));
-            }
-        })?;
-        Ok(bound)
+            // Paused by its handle before it got here.
+            listener.sync(engine);
+        });
+        if let Err(error) = posted {
+            shared.close(&*net);
+            net.forget(&shared);
+            return Err(error);
+        }
+        // A shutdown that began meanwhile may have missed it in the list.
+        if system.is_shutting_down() && shared.close(&*net) {
+            net.forget(&shared);
+        }
+        Ok(ListenerHandle::new(shared))
     }
 
     fn connect(
@@ -197,5 +275,13 @@ impl Transport for NetShared {
 
     fn io_wait_errors(&self) -> u64 {
         self.wait_errors.load(Ordering::Relaxed)
+    }
+
+    fn accept_pauses(&self) -> u64 {
+        self.accept_pauses.load(Ordering::Relaxed)
+    }
+
+    fn accept_refusals(&self) -> u64 {
+        self.accept_refusals.load(Ordering::Relaxed)
     }
 }

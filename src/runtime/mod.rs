@@ -17,12 +17,14 @@
 //! worker runs the actor, usually the socket's poller.
 
 mod connect;
+mod listener;
 mod poller;
 pub(crate) mod sock_ident;
 mod system;
 pub(crate) mod table;
 pub(crate) mod transport;
 
+pub use listener::{DEFAULT_LISTENER_MAX_CONNECTIONS, ListenOptions, ListenerHandle};
 pub use sock_ident::{SockError, SockIdent};
 
 pub use system::{Builder, DEFAULT_MAX_CONNECTIONS, DEFAULT_OWNER_BACKLOG, ShutdownReport, System};

@@ -13,13 +13,12 @@
 //! of actor turns the poller moves dirty outboxes into the connections and writes them.
 
 use super::NetEvent;
+use super::listener::ListenerShared;
 use super::sock_ident::SockIdent;
 use super::table::{Life, PollerLink, SockTable, TableLease};
 use crate::actor::Recipient;
 use crate::actor::scheduler::{Driver, Unpark};
-use crate::net::{
-    ConnId, ConnOptions, Engine, EngineHandle, ListenerId, PAUSED_BY_CONSUMER, PAUSED_BY_USER,
-};
+use crate::net::{ConnId, ConnOptions, Engine, EngineHandle, PAUSED_BY_CONSUMER, PAUSED_BY_USER};
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, thread_local};
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -49,9 +48,14 @@ pub(crate) struct NetShared {
     /// Owner mailbox length past which a socket stops reading (see `Builder::owner_backlog`).
     pub(crate) owner_backlog: usize,
     pub(crate) default_options: ConnOptions,
-    pub(crate) listeners: Mutex<Vec<(usize, ListenerId)>>,
+    /// Listeners open (closed at shutdown).
+    pub(crate) listeners: Mutex<Vec<Arc<ListenerShared>>>,
     /// Waits for I/O that failed (reported here: the library never prints).
     pub(crate) wait_errors: AtomicU64,
+    /// Listeners' back-offs for lack of resources, and connections accepted and dropped at
+    /// the connection limit.
+    pub(crate) accept_pauses: AtomicU64,
+    pub(crate) accept_refusals: AtomicU64,
 }
 
 impl NetShared {
@@ -78,6 +82,8 @@ impl NetShared {
             default_options,
             listeners: Mutex::new(Vec::new()),
             wait_errors: AtomicU64::new(0),
+            accept_pauses: AtomicU64::new(0),
+            accept_refusals: AtomicU64::new(0),
         }
     }
 
@@ -136,8 +142,10 @@ impl NetShared {
     /// Stop accepting and close every socket gracefully.
     /// Shutdown, step 1: closes the listeners (and so accepts no more).
     pub(crate) fn stop_accepting(&self) {
-        for (poller, id) in self.listeners.lock().unwrap().drain(..) {
-            let _ = self.on_poller(poller, move |engine| engine.close_listener(id));
+        let open: Vec<_> = self.listeners.lock().unwrap().drain(..).collect();
+        // Closing is idempotent: one a handle closed already is left alone.
+        for listener in open {
+            listener.close(self);
         }
     }
 

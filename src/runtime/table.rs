@@ -23,6 +23,7 @@
 use crate::actor::Recipient;
 use crate::net::ConnId;
 use crate::runtime::NetEvent;
+use crate::runtime::listener::ListenerTicket;
 use crate::sync::capacity::{SOCKET_CHUNK, SOCKET_CHUNKS, SOCKET_TABLES};
 use crate::sync::{Arc, AtomicUsize, Mutex, OnceLock, Ordering, SpinGuard, SpinLock, lazy_global};
 use bytes::Bytes;
@@ -332,6 +333,8 @@ impl SockTable {
 /// A socket's place under its system's connection limit; returned when dropped.
 pub(crate) struct Admission {
     table: &'static SockTable,
+    /// The socket's place under its listener's own limit, if it has one.
+    listener: Option<ListenerTicket>,
 }
 
 impl Admission {
@@ -342,7 +345,16 @@ impl Admission {
             table.admitted.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
-        Some(Admission { table })
+        Some(Admission {
+            table,
+            listener: None,
+        })
+    }
+
+    /// Carries `ticket` too: both are returned together.
+    pub(crate) fn with_listener(mut self, ticket: ListenerTicket) -> Admission {
+        self.listener = Some(ticket);
+        self
     }
 }
 

@@ -9,6 +9,7 @@
 //! hand-offs) goes through the table and the slot's [`PollerLink`](super::table::PollerLink).
 
 use super::NetEvent;
+use super::listener::{ListenOptions, ListenerHandle};
 use super::sock_ident::SockIdent;
 use super::sock_ident::system_id;
 use super::table::Life;
@@ -36,6 +37,25 @@ pub(crate) trait Transport: Send + Sync + 'static {
         options: ConnOptions,
     ) -> io::Result<SocketAddr>;
 
+    /// Listens on `addr` for `owner` (already checked to belong to `system`), with a
+    /// handle; `max_connections`: the listener's own limit. Transports without listener
+    /// handles (the test kit's simulation) refuse with `Unsupported`.
+    fn open_listener(
+        self: Arc<Self>,
+        system: &Arc<SystemInner>,
+        addr: SocketAddr,
+        owner: Recipient<NetEvent>,
+        options: ConnOptions,
+        max_connections: Option<usize>,
+    ) -> io::Result<ListenerHandle> {
+        let _ = (system, addr, owner, options, max_connections);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this transport has no listener handles (the test kit's simulated network: use \
+             SystemHandle::listen)",
+        ))
+    }
+
     /// Dials `addr` for `owner` (already checked to belong to `system`), which receives
     /// `Connected` or one `ConnectFailed`.
     fn connect(
@@ -55,6 +75,17 @@ pub(crate) trait Transport: Send + Sync + 'static {
 
     /// Waits for I/O that failed (see [`SystemHandle::io_wait_errors`]).
     fn io_wait_errors(&self) -> u64 {
+        0
+    }
+
+    /// Back-offs of listeners for lack of resources (see [`SystemHandle::accept_pauses`]).
+    fn accept_pauses(&self) -> u64 {
+        0
+    }
+
+    /// Connections accepted and dropped at the system's limit (see
+    /// [`SystemHandle::accept_refusals`]).
+    fn accept_refusals(&self) -> u64 {
         0
     }
 }
@@ -154,6 +185,70 @@ impl SystemHandle {
     /// retried after a short pause; a growing count means the OS refuses the poll).
     pub fn io_wait_errors(&self) -> u64 {
         transport_of(&self.inner).io_wait_errors()
+    }
+}
+
+impl SystemHandle {
+    /// Listens on `addr` and returns a handle to pause, resume and close the listener and
+    /// read its counters; every accepted socket is owned by `owner`, as with
+    /// [`SystemHandle::listen`] (which is this with default options, keeping only the
+    /// address).
+    ///
+    /// ```no_run
+    /// # use kendynet::{ListenOptions, NetEvent, SystemHandle, Recipient};
+    /// # fn demo(system: &SystemHandle, owner: Recipient<NetEvent>) -> std::io::Result<()> {
+    /// let listener = system.open_listener(
+    ///     "127.0.0.1:0".parse().unwrap(),
+    ///     owner,
+    ///     ListenOptions::new().max_connections(500),
+    /// )?;
+    /// println!("listening on {}", listener.local_addr());
+    /// listener.pause(); // clients wait in the backlog
+    /// listener.resume();
+    /// listener.close();
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The OS error of creating, binding or listening (for example `AddrInUse`);
+    /// `InvalidInput` if `owner` belongs to another system; `Unsupported` on the test kit's
+    /// simulated network, whose listeners have no handles (use
+    /// [`SystemHandle::listen`] there).
+    pub fn open_listener(
+        &self,
+        addr: SocketAddr,
+        owner: impl Into<Recipient<NetEvent>>,
+        options: ListenOptions,
+    ) -> io::Result<ListenerHandle> {
+        let owner = owner.into();
+        if !is_own(&self.inner, &owner) {
+            return Err(foreign_owner());
+        }
+        let transport = transport_of(&self.inner);
+        let conn = options
+            .conn
+            .clone()
+            .unwrap_or_else(|| transport.default_options());
+        transport
+            .clone()
+            .open_listener(&self.inner, addr, owner, conn, options.max_connections)
+    }
+
+    /// How many times this system's listeners stopped accepting for a while because `accept`
+    /// failed for lack of resources (the sum of their [`ListenerHandle::accept_pauses`],
+    /// listeners of [`SystemHandle::listen`] included). A growing count means the process is
+    /// short of descriptors (raise `RLIMIT_NOFILE`, see
+    /// [`raise_fd_limit`](crate::net::raise_fd_limit)) or of kernel memory.
+    pub fn accept_pauses(&self) -> u64 {
+        transport_of(&self.inner).accept_pauses()
+    }
+
+    /// How many connections this system's listeners accepted and closed at once because the
+    /// system had its [`Builder::max_connections`](super::Builder::max_connections) sockets
+    /// open.
+    pub fn accept_refusals(&self) -> u64 {
+        transport_of(&self.inner).accept_refusals()
     }
 }
 

@@ -25,6 +25,7 @@ pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub struct ListenerId(Key);
 
 type OnAccept = Box<dyn FnMut(&mut Engine, Socket)>;
+type OnPause = Box<dyn FnMut(bool)>;
 
 struct Listener {
     fd: OwnedFd,
@@ -35,6 +36,13 @@ struct Listener {
     backoff: Option<Duration>,
     /// How many times it paused for lack of resources.
     pauses: u64,
+    /// Held by its owner ([`Engine::pause_listener`]): out of epoll until resumed.
+    held: bool,
+    /// A back-off is in force: out of epoll until its timer fires.
+    waiting: bool,
+    /// Told of each back-off as it starts (`true`) and ends (`false`): the runtime counts
+    /// them where any thread can read them.
+    on_pause: Option<OnPause>,
 }
 
 impl Source for Listener {
@@ -46,8 +54,15 @@ impl Source for Listener {
     }
     /// A pause is over: listen again (the connections waited in the backlog).
     fn timer(engine: &mut Engine, key: Key) {
-        if engine.source_mut::<Listener>(key).is_some() {
-            engine.set_interest(key, Interest::READ);
+        if let Some(l) = engine.source_mut::<Listener>(key) {
+            l.waiting = false;
+            if let Some(hook) = &mut l.on_pause {
+                hook(false);
+            }
+            // A held listener stays out until it is resumed.
+            if !l.held {
+                engine.set_interest(key, Interest::READ);
+            }
         }
     }
 }
@@ -78,6 +93,9 @@ impl Engine {
             on_accept: Some(Box::new(on_accept)),
             backoff: None,
             pauses: 0,
+            held: false,
+            waiting: false,
+            on_pause: None,
         };
         self.register(listener, Interest::READ).map(ListenerId)
     }
@@ -103,6 +121,47 @@ impl Engine {
         self.source_mut::<Listener>(id.0).map(|l| l.pauses)
     }
 
+    /// Stops accepting on a listener until [`Engine::resume_listener`]: its socket leaves
+    /// epoll, and new connections wait in the kernel's backlog (none is accepted and
+    /// dropped). A listener pauses at once, even inside its own `on_accept` (no further
+    /// connection of that event is accepted). Returns false for an unknown listener.
+    pub fn pause_listener(&mut self, id: ListenerId) -> bool {
+        let Some(l) = self.source_mut::<Listener>(id.0) else {
+            return false;
+        };
+        l.held = true;
+        self.set_interest(id.0, Interest::NONE);
+        true
+    }
+
+    /// Accepts again on a listener paused by [`Engine::pause_listener`] (at once, or when a
+    /// back-off for lack of resources in force ends). Returns false for an unknown listener.
+    pub fn resume_listener(&mut self, id: ListenerId) -> bool {
+        let Some(l) = self.source_mut::<Listener>(id.0) else {
+            return false;
+        };
+        l.held = false;
+        if !l.waiting {
+            self.set_interest(id.0, Interest::READ);
+        }
+        true
+    }
+
+    /// Whether a listener is paused by [`Engine::pause_listener`]; `None` for an unknown
+    /// listener.
+    pub fn is_listener_paused(&mut self, id: ListenerId) -> Option<bool> {
+        self.source_mut::<Listener>(id.0).map(|l| l.held)
+    }
+
+    /// Calls `f(true)` each time the listener starts a back-off for lack of resources (see
+    /// [`Engine::accept_pauses`]) and `f(false)` when it ends, on this thread. Replaces an
+    /// earlier hook.
+    pub(crate) fn on_accept_pause(&mut self, id: ListenerId, f: impl FnMut(bool) + 'static) {
+        if let Some(l) = self.source_mut::<Listener>(id.0) {
+            l.on_pause = Some(Box::new(f));
+        }
+    }
+
     /// Stops listening and closes the listening socket. Unknown ids are ignored.
     pub fn close_listener(&mut self, id: ListenerId) {
         if self.source_mut::<Listener>(id.0).is_some() {
@@ -117,6 +176,10 @@ fn accept_some(engine: &mut Engine, key: Key) {
         let Some(l) = engine.source_mut::<Listener>(key) else {
             return;
         };
+        // Held or backing off: an event collected before it left epoll is stale.
+        if l.held || l.waiting {
+            return;
+        }
         let accepted = match sys::accept(l.fd.as_fd()) {
             Ok(Some((fd, peer))) => {
                 l.backoff = None;
@@ -131,6 +194,10 @@ fn accept_some(engine: &mut Engine, key: Key) {
                     .map_or(ACCEPT_BACKOFF_MIN, |b| (b * 2).min(ACCEPT_BACKOFF_MAX));
                 l.backoff = Some(pause);
                 l.pauses += 1;
+                l.waiting = true;
+                if let Some(hook) = &mut l.on_pause {
+                    hook(true);
+                }
                 engine.set_interest(key, Interest::NONE);
                 let at = engine.now() + pause;
                 engine.add_timer(key, at);
@@ -145,7 +212,13 @@ fn accept_some(engine: &mut Engine, key: Key) {
         };
         cb(engine, accepted);
         match engine.source_mut::<Listener>(key) {
-            Some(l) => l.on_accept = Some(cb),
+            Some(l) => {
+                l.on_accept = Some(cb);
+                // Paused by its callback (a connection limit reached): stop here.
+                if l.held {
+                    return;
+                }
+            }
             None => return,
         }
     }
