@@ -58,7 +58,9 @@ pub use actor::{
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};
 pub use net::{ConnOptions, DisconnectReason};
-pub use runtime::{Builder, NetEvent, ShutdownReport, SockError, SockIdent, System};
+pub use runtime::{
+    Builder, NetEvent, ShutdownReport, SockError, SockGroup, SockGroupStats, SockIdent, System,
+};
 
 /// The README's examples, compiled as doc tests so that they stay true.
 #[cfg(doctest)]

@@ -16,13 +16,16 @@
 //! thread; its [`SockIdent`] can be used from any thread; an owner's handler runs on whichever
 //! worker runs the actor, usually the socket's poller.
 
+pub(crate) mod broadcast;
 mod connect;
 mod poller;
+mod sock_group;
 pub(crate) mod sock_ident;
 mod system;
 pub(crate) mod table;
 pub(crate) mod transport;
 
+pub use broadcast::{SockGroup, SockGroupStats};
 pub use sock_ident::{SockError, SockIdent};
 pub use system::{Builder, DEFAULT_MAX_CONNECTIONS, DEFAULT_OWNER_BACKLOG, ShutdownReport, System};
 pub use table::MAX_SOCKETS_PER_SYSTEM;

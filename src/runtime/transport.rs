@@ -9,6 +9,7 @@
 //! hand-offs) goes through the table and the slot's [`PollerLink`](super::table::PollerLink).
 
 use super::NetEvent;
+use super::broadcast::PollerInboxes;
 use super::sock_ident::SockIdent;
 use super::sock_ident::system_id;
 use super::table::Life;
@@ -56,6 +57,12 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// Waits for I/O that failed (see [`SystemHandle::io_wait_errors`]).
     fn io_wait_errors(&self) -> u64 {
         0
+    }
+
+    /// The pollers that socket groups hand their broadcasts to; `None`: the groups send to
+    /// each member through its slot.
+    fn group_pollers(self: Arc<Self>) -> Option<Arc<dyn PollerInboxes>> {
+        None
     }
 }
 
