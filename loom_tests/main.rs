@@ -454,3 +454,4 @@ fn shutdown_racing_a_sender_finishes_and_refuses_later_sends() {
 
 mod blocking;
 mod groups;
+mod sock_group;
