@@ -15,7 +15,7 @@ fn disconnected(rx: &Receiver<OwnerSaw>, sock: SockIdent) {
 }
 
 /// A member closes while a join of it and a broadcast run on other threads: the peer gets the
-/// broadcast at most once (once only if the join won), and once the owner has been told
+/// broadcast at most once (only if the broadcast counted it), and once the owner has been told
 /// `Disconnected` the group is empty: the dead socket did not stay a member, whichever way
 /// the join and the slot's release interleaved.
 #[test]
@@ -27,23 +27,23 @@ fn sock_group_membership_racing_a_close() {
         let owner = sys.spawn(Owner { out: tx });
         let (sock, mut peer) = dial(&sys, &owner, &l, &rx);
         let group = sys.sock_group();
-        let joiner = {
-            let group = group.clone();
-            thread::spawn(move || group.join(sock).is_ok())
-        };
+        let closer = thread::spawn(move || sock.close().unwrap());
         let caster = {
             let group = group.clone();
             thread::spawn(move || group.broadcast(packet(b"b")))
         };
-        sock.close().unwrap();
-        let joined = joiner.join().unwrap();
+        // Ok, or Closed if the close came first (or during the join).
+        let _ = group.join(sock);
+        closer.join().unwrap();
         let sent = caster.join().unwrap();
         let got = read_from(&mut peer, None);
         assert!(
             got.is_empty() || got == [1, 0, 0, 0, b'b'],
             "at most one delivery, got {got:?}"
         );
-        assert!(got.is_empty() || (joined && sent == 1));
+        // Delivered only by a broadcast that counted the member (whose join may still have
+        // failed: the socket closed before the join ended, and it was taken out again).
+        assert!(got.is_empty() || sent == 1);
         disconnected(&rx, sock);
         assert!(!group.contains(sock), "a dead socket stayed in the group");
         assert!(group.is_empty());
