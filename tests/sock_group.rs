@@ -249,3 +249,13 @@ fn a_broadcast_hands_its_frame_to_each_poller_once_not_once_per_member() {
     assert_eq!(empty.stats().poller_handoffs, 0);
     shutdown_gracefully(system);
 }
+
+#[test]
+fn a_group_that_outlives_its_system_broadcasts_to_nobody() {
+    let (system, group, _, joins) = room(1, ConnOptions::default());
+    let (_a, a_sock) = joins.member();
+    shutdown_gracefully(system);
+    assert!(!group.contains(a_sock), "shutdown closed the member");
+    assert_eq!(group.broadcast(numbered(1, 4)), 0);
+    assert_eq!(group.join(a_sock), Err(SockError::Closed));
+}

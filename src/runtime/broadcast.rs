@@ -162,8 +162,9 @@ impl fmt::Display for SockGroupStats {
 /// slots of its members.
 pub(crate) struct GroupCore {
     table: &'static SockTable,
-    /// The system's pollers; `None` in a simulated system (per-socket sends).
-    pollers: Option<Arc<dyn PollerInboxes>>,
+    /// The system's pollers; `None` in a simulated system (per-socket sends). Weak: a group
+    /// may outlive its system, and the deliveries in a poller's inbox hold the group.
+    pollers: Option<Weak<dyn PollerInboxes>>,
     /// Members by poller (one list in a simulated system).
     members: Box<[Members]>,
     broadcasts: AtomicU64,
@@ -283,7 +284,7 @@ impl SockGroup {
         SockGroup {
             core: Arc::new(GroupCore {
                 table,
-                pollers,
+                pollers: pollers.as_ref().map(Arc::downgrade),
                 members: (0..lists).map(|_| Membership::new()).collect(),
                 broadcasts: AtomicU64::new(0),
                 handoffs: AtomicU64::new(0),
@@ -367,6 +368,9 @@ impl SockGroup {
         let mut sent = 0;
         match &core.pollers {
             Some(pollers) => {
+                let Some(pollers) = pollers.upgrade() else {
+                    return 0; // The system has gone, and its sockets with it.
+                };
                 let mut handoffs = 0;
                 for (poller, list) in core.members.iter().enumerate() {
                     let members = list.snapshot();
