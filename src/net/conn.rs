@@ -269,14 +269,9 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::ClosedLocally => f.write_str("closed locally"),
             DisconnectReason::RecvTimeout => f.write_str("receive timeout"),
             DisconnectReason::SendTimeout => f.write_str("send timeout: the peer stopped reading"),
-            DisconnectReason::PacketTimeout => {
-                f.write_str("packet timeout: a packet arrived too slowly")
-            }
+            DisconnectReason::PacketTimeout => f.write_str("packet timeout: a packet arrived too slowly"),
             DisconnectReason::SlowConsumer { queued } => {
-                write!(
-                    f,
-                    "slow consumer: {queued} bytes queued past the grace period"
-                )
+                write!(f, "slow consumer: {queued} bytes queued past the grace period")
             }
             DisconnectReason::PacketTooLarge { len, max } => {
                 write!(f, "packet of {len} bytes exceeds the maximum of {max}")
@@ -363,10 +358,7 @@ impl Connection {
     /// passes [`ConnOptions::high_water`] (the slow-consumer policy then applies),
     /// [`WriteFlow::LowWater`] when it has fallen back to [`ConnOptions::low_water`].
     #[must_use]
-    pub fn on_write_flow(
-        mut self,
-        f: impl FnMut(&mut Engine, ConnId, WriteFlow) + 'static,
-    ) -> Connection {
+    pub fn on_write_flow(mut self, f: impl FnMut(&mut Engine, ConnId, WriteFlow) + 'static) -> Connection {
         self.on_write_flow = Some(Box::new(f));
         self
     }
@@ -585,8 +577,7 @@ impl ConnEntry {
                 queued: self.queued_bytes,
             });
         }
-        if let (true, Some(d), Some(t)) =
-            (reading, self.options.packet_timeout, self.packet_started)
+        if let (true, Some(d), Some(t)) = (reading, self.options.packet_timeout, self.packet_started)
             && now >= t + d
         {
             return Some(DisconnectReason::PacketTimeout);
