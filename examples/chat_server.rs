@@ -1,19 +1,22 @@
 //! A small chat server: rooms as actors, sockets handed from a gate to the room they join,
-//! and one shared packet per broadcast.
+//! and a socket group per room that relays each message as one shared frame.
 //!
 //! # Design
 //!
 //! - The **gate** actor owns the listener, so every new socket starts out as the gate's. When
-//!   a socket sends JOIN, the gate finds the room's actor in the registry (under
-//!   `"room:<name>"`), creating it on first use, and **hands the socket to it**
+//!   a socket sends JOIN, the gate finds the room's actor in its table of rooms, creating it
+//!   on first use, and **hands the socket to it**
 //!   ([`SockIdent::hand_to`]): from then on the socket's packets and its `Disconnected` go
 //!   straight to the room, without passing through the gate.
-//! - Each **room** actor keeps its members. It broadcasts every message as **one packet shared
-//!   by all recipients**: the packet is built once, frozen ([`WPacket::freeze`]) and a clone
-//!   is sent to each member; clones share the frozen bytes, so nothing is copied per member.
+//! - Each **room** actor keeps its members in a [`SockGroup`](kendynet::SockGroup). It
+//!   relays every message with one `broadcast`: the packet is encoded once, and the frame is
+//!   handed to each worker that polls members once, which writes it to them; nothing is
+//!   copied per member. A member that stops reading is disconnected (its slow-consumer
+//!   policy) and announced as `dropped`.
 //! - A member that sends LEAVE is announced as `left` and its socket is handed back to the
 //!   gate, so it can JOIN another room; a member whose connection ends is announced as
-//!   `dropped`. Rooms live as long as the server.
+//!   `dropped`. When the last member of a room has gone, the room tells the gate, which frees
+//!   it unless a JOIN is already on its way to it.
 //!
 //! # Protocol
 //!
@@ -28,6 +31,12 @@
 //! | server → client | 1 JOINED  | room, name           |
 //! | server → client | 2 MESSAGE | room, name, text     |
 //! | server → client | 3 LEFT    | room, name, reason (`"left"` or `"dropped"`) |
+//! | server → client | 4 ERROR   | reason               |
+//!
+//! No packet is longer than [`MAX_PACKET_LEN`] bytes, either way: a client that sends a longer
+//! one is disconnected, and a SAY whose MESSAGE would be longer (the limit is on the whole
+//! relayed message: room, name and text) is refused with ERROR to its sender alone. The
+//! client skips a packet it cannot read.
 //!
 //! Every member of a room, the newcomer included, receives JOINED; every member, the leaver
 //! included, receives LEFT `"left"`. After JOIN a client waits for its own JOINED, and after
@@ -57,7 +66,8 @@
 mod rooms;
 
 pub use rooms::{
-    JOIN, LEAVE, MAX_NAME_LEN, MAX_PACKET_LEN, SAY, ServerMsg, start_server, valid_name,
+    ChatServer, GateMsg, JOIN, LEAVE, MAX_NAME_LEN, MAX_PACKET_LEN, SAY, ServerMsg, message_len,
+    start_server, valid_name,
 };
 
 use kendynet::{System, WPacket};
@@ -159,7 +169,8 @@ impl ChatClient {
     ///
     /// # Errors
     /// A socket error; `UnexpectedEof` if the server closed the connection; `InvalidData` if
-    /// it sent something that is not a server message.
+    /// it sent a packet longer than the protocol allows (one it cannot read otherwise comes
+    /// back as [`ServerMsg::Unreadable`]).
     pub fn recv(&mut self) -> io::Result<ServerMsg> {
         self.recv_until(None)?
             .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))
@@ -210,12 +221,14 @@ impl ChatClient {
         let len = u32::from_le_bytes(*header) as usize;
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
         if len > MAX_PACKET_LEN {
+            // The server never sends one: the stream cannot be trusted any more.
             return Err(invalid(format!("a {len}-byte packet from the server")));
         }
         if self.buf.len() < 4 + len {
             return Ok(None);
         }
-        let msg = ServerMsg::decode(&self.buf[4..4 + len]).map_err(invalid)?;
+        // Whatever it holds: an unreadable packet is returned as such, not an error.
+        let msg = ServerMsg::decode_lenient(&self.buf[4..4 + len]);
         self.buf.drain(..4 + len);
         Ok(Some(msg))
     }
@@ -274,6 +287,24 @@ pub fn self_test(addr: SocketAddr) -> Result<(), String> {
         expect(c, who, &ServerMsg::joined("lobby", "carol"))?;
     }
     let mut dave = connect("other", "dave")?;
+
+    // A SAY whose relayed MESSAGE would pass the limit is refused, to its sender alone.
+    let longest = MAX_PACKET_LEN - message_len("lobby", "alice", "");
+    alice.say(&"x".repeat(longest + 1)).map_err(io("alice"))?;
+    match alice.recv_timeout(WAIT) {
+        Ok(Some(ServerMsg::Error { .. })) => {}
+        got => return Err(format!("alice: expected ERROR for a long SAY, got {got:?}")),
+    }
+    // One at the limit is relayed.
+    alice.say(&"y".repeat(longest)).map_err(io("alice"))?;
+    let long = ServerMsg::message("lobby", "alice", &"y".repeat(longest));
+    for (c, who) in [
+        (&mut alice, "alice"),
+        (&mut bob, "bob"),
+        (&mut carol, "carol"),
+    ] {
+        expect(c, who, &long)?;
+    }
 
     // One message reaches each lobby member once, and nobody else.
     alice.say("hi").map_err(io("alice"))?;
@@ -422,10 +453,15 @@ fn main() -> ExitCode {
 }
 
 fn run_server(addr: SocketAddr, secs: Option<u64>) -> Result<(), String> {
+    if let Err(e) = kendynet::net::raise_fd_limit() {
+        eprintln!("chat_server: cannot raise the descriptor limit: {e}");
+    }
     let system = System::builder()
         .build()
         .map_err(|e| format!("starting the system: {e}"))?;
-    let bound = start_server(&system, addr).map_err(|e| format!("listening on {addr}: {e}"))?;
+    let bound = start_server(&system, addr)
+        .map_err(|e| format!("listening on {addr}: {e}"))?
+        .addr;
     println!("chat server listening on {bound}");
     let Some(secs) = secs else {
         loop {

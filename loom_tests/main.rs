@@ -456,3 +456,4 @@ fn shutdown_racing_a_sender_finishes_and_refuses_later_sends() {
 mod blocking;
 mod groups;
 mod hand_off;
+mod sock_group;

@@ -60,7 +60,7 @@ pub use net::packet::{PacketError, RPacket, WPacket};
 pub use net::{ConnOptions, DisconnectReason};
 pub use runtime::{
     Builder, CloseWhenHandled, ListenOptions, ListenerHandle, NetEvent, NetMsg, ShutdownReport,
-    SockError, SockIdent, System,
+    SockError, SockGroup, SockGroupStats, SockIdent, System,
 };
 
 /// The README's examples, compiled as doc tests so that they stay true.

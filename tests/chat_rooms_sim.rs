@@ -7,7 +7,9 @@
 //!   once, and the members of a room receive what they share in one order;
 //! - a member whose connection was reset is removed from its room: the members who knew it
 //!   are told it dropped, nothing of it follows, and its socket is freed;
-//! - nothing panics (no actor stops), and the system shuts down gracefully.
+//! - a room whose last member has gone is freed: the gate holds the rooms with members only;
+//! - nothing panics (no actor stops but the freed rooms), and the system shuts down
+//!   gracefully.
 //!
 //! A failure names its seed; `KENDYNET_SEED=<seed>` replays only that one.
 #![cfg(feature = "testkit")]
@@ -18,9 +20,9 @@ mod rng;
 #[path = "../examples/chat/rooms.rs"]
 mod rooms;
 
-use kendynet::WPacket;
 use kendynet::testkit::{Faults, Sim, VirtualClient, run_seeds, seeds};
-use rooms::{JOIN, Room, RoomMsg, SAY, ServerMsg, start_server};
+use kendynet::{Addr, WPacket};
+use rooms::{Gate, GateMsg, JOIN, SAY, ServerMsg, start_server};
 use std::collections::HashSet;
 use std::io;
 use std::time::Duration;
@@ -103,6 +105,7 @@ fn say_packet(text: &str) -> WPacket {
 /// One seed's run: members and what was said (room, speaker, text), in the order written.
 struct Run {
     sim: Sim,
+    gate: Addr<Gate>,
     members: Vec<Member>,
     said: Vec<(&'static str, String, String)>,
 }
@@ -113,7 +116,8 @@ fn run(seed: u64) -> Run {
         .split(0.3)
         .reset(0.01);
     let sim = Sim::builder().seed(seed).faults(faults).build();
-    let addr = start_server(&sim, "10.0.0.1:8020".parse().unwrap()).unwrap();
+    let server = start_server(&sim, "10.0.0.1:8020".parse().unwrap()).unwrap();
+    let addr = server.addr;
     let mut rng = rng::Rng::new(seed);
     let mut members: Vec<Member> = Vec::new();
     let mut said: Vec<(&'static str, String, String)> = Vec::new();
@@ -179,15 +183,29 @@ fn run(seed: u64) -> Run {
             m.read(said.len(), seed);
         }
     }
-    Run { sim, members, said }
+    Run {
+        sim,
+        gate: server.gate,
+        members,
+        said,
+    }
 }
 
 fn check(seed: u64, run: Run) {
-    let Run { sim, members, said } = run;
+    let Run {
+        sim,
+        gate,
+        members,
+        said,
+    } = run;
     let ctx = |what: String| format!("seed {seed}: {what}");
 
-    // Nothing panicked: no actor stopped (rooms and the gate live as long as the server).
-    if let Some(line) = sim.trace().iter().find(|l| l.contains(" stops")) {
+    // Nothing panicked: no actor stopped but rooms that the gate freed.
+    if let Some(line) = sim
+        .trace()
+        .iter()
+        .find(|l| l.contains(" stops") && !l.contains("Room"))
+    {
         panic!("{}", ctx(format!("an actor stopped: {line}")));
     }
 
@@ -218,6 +236,7 @@ fn check(seed: u64, run: Run) {
                 ServerMsg::Joined { room, .. }
                 | ServerMsg::Message { room, .. }
                 | ServerMsg::Left { room, .. } => room,
+                other => panic!("{}", ctx(format!("{who} got {other:?}"))),
             };
             assert_eq!(room, y.room, "{}", ctx(format!("{who} got {msg:?}")));
             assert!(
@@ -294,17 +313,23 @@ fn check(seed: u64, run: Run) {
             .map(|m| m.name.clone())
             .collect();
         want.sort();
-        let held = match sim.lookup::<Room>(&format!("room:{room}")) {
-            Some(addr) => {
-                let (tx, rx) = std::sync::mpsc::channel();
-                addr.send(RoomMsg::Members(tx)).unwrap();
-                sim.run_until_idle();
-                rx.try_recv().unwrap()
-            }
-            None => Vec::new(),
-        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        gate.send(GateMsg::Members(room.to_owned(), tx)).unwrap();
+        sim.run_until_idle();
+        let held = rx.try_recv().unwrap();
         assert_eq!(held, want, "{}", ctx(format!("the members of {room}")));
     }
+    // A room without members is freed: the gate holds the rooms with survivors only.
+    let (tx, rx) = std::sync::mpsc::channel();
+    gate.send(GateMsg::Rooms(tx)).unwrap();
+    sim.run_until_idle();
+    let occupied: HashSet<&str> = survivors.iter().map(|m| m.room).collect();
+    assert_eq!(
+        rx.try_recv().unwrap(),
+        occupied.len(),
+        "{}",
+        ctx("rooms held".into())
+    );
 
     // Every reset socket is freed: only the members still connected hold one.
     let connected = members.iter().filter(|m| m.state != State::Reset).count();

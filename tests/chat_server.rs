@@ -13,7 +13,9 @@
 mod chat;
 mod support;
 
-use chat::{ChatClient, ServerMsg, expect, expect_nothing};
+use chat::{
+    ChatClient, ChatServer, GateMsg, MAX_PACKET_LEN, ServerMsg, expect, expect_nothing, message_len,
+};
 use kendynet::System;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,9 +25,37 @@ use support::{any_port, shutdown_gracefully};
 const QUIET: Duration = Duration::from_millis(300);
 
 fn server() -> (System, SocketAddr) {
+    let (system, server) = server_with_gate();
+    (system, server.addr)
+}
+
+fn server_with_gate() -> (System, ChatServer) {
     let system = System::builder().workers(2).build().expect("system");
-    let addr = chat::start_server(&system, any_port()).expect("listen");
-    (system, addr)
+    let server = chat::start_server(&system, any_port()).expect("listen");
+    (system, server)
+}
+
+/// How many rooms the gate holds now.
+fn rooms(server: &ChatServer) -> usize {
+    let (tx, rx) = std::sync::mpsc::channel();
+    server.gate.send(GateMsg::Rooms(tx)).unwrap();
+    rx.recv_timeout(chat::WAIT).expect("the gate answers")
+}
+
+/// Waits (bounded) until the gate holds `n` rooms.
+fn rooms_become(server: &ChatServer, n: usize) {
+    let deadline = std::time::Instant::now() + chat::WAIT;
+    loop {
+        let now = rooms(server);
+        if now == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{now} rooms, expected {n}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn join(addr: SocketAddr, room: &str, name: &str) -> ChatClient {
@@ -145,5 +175,83 @@ fn a_client_that_speaks_before_joining_is_disconnected() {
 fn the_examples_self_test_passes() {
     let (system, addr) = server();
     chat::self_test(addr).unwrap();
+    shutdown_gracefully(system);
+}
+
+#[test]
+fn a_room_is_freed_when_its_last_member_leaves() {
+    let (system, server) = server_with_gate();
+    let addr = server.addr;
+    assert_eq!(rooms(&server), 0);
+    let mut alice = join(addr, "lobby", "alice");
+    let bob = join(addr, "lobby", "bob");
+    expect(&mut alice, "alice", &ServerMsg::joined("lobby", "bob")).unwrap();
+    let mut dave = join(addr, "other", "dave");
+    assert_eq!(rooms(&server), 2);
+
+    // The last member of "other" leaves (and stays connected): its room is freed.
+    dave.leave().unwrap();
+    expect(&mut dave, "dave", &ServerMsg::left("other", "dave", "left")).unwrap();
+    rooms_become(&server, 1);
+
+    // The lobby empties, one by a drop and one by a leave.
+    drop(bob);
+    expect(
+        &mut alice,
+        "alice",
+        &ServerMsg::left("lobby", "bob", "dropped"),
+    )
+    .unwrap();
+    assert_eq!(rooms(&server), 1);
+    alice.leave().unwrap();
+    expect(
+        &mut alice,
+        "alice",
+        &ServerMsg::left("lobby", "alice", "left"),
+    )
+    .unwrap();
+    rooms_become(&server, 0);
+
+    // A freed room's name can be used again: a new, empty room.
+    dave.join("lobby", "dave").unwrap();
+    alice.join("lobby", "alice").unwrap();
+    expect(&mut dave, "dave", &ServerMsg::joined("lobby", "alice")).unwrap();
+    assert_eq!(rooms(&server), 1);
+    shutdown_gracefully(system);
+}
+
+#[test]
+fn a_say_whose_message_would_pass_the_limit_is_refused_and_everyone_stays_connected() {
+    let (system, addr) = server();
+    let [mut alice, mut bob, mut carol, mut dave] = lobby_of_three(addr);
+    // The longest text that bob can say in the lobby: its MESSAGE is exactly at the limit.
+    let longest = MAX_PACKET_LEN - message_len("lobby", "bob", "");
+    assert_eq!(
+        message_len("lobby", "bob", &"a".repeat(longest)),
+        MAX_PACKET_LEN
+    );
+
+    // The SAY packet itself is within the limit, but its MESSAGE would not be.
+    bob.say(&"b".repeat(longest + 1)).unwrap();
+    match bob.recv_timeout(chat::WAIT).unwrap() {
+        Some(ServerMsg::Error { reason }) => assert!(reason.contains("too long"), "{reason}"),
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    for (client, who) in [(&mut alice, "alice"), (&mut carol, "carol")] {
+        expect_nothing(client, who, QUIET).unwrap();
+    }
+
+    // Everyone is still there, and a message at the limit is relayed whole.
+    let text = "c".repeat(longest);
+    bob.say(&text).unwrap();
+    let msg = ServerMsg::message("lobby", "bob", &text);
+    for (client, who) in [
+        (&mut alice, "alice"),
+        (&mut bob, "bob"),
+        (&mut carol, "carol"),
+    ] {
+        expect(client, who, &msg).unwrap();
+    }
+    expect_nothing(&mut dave, "dave", QUIET).unwrap();
     shutdown_gracefully(system);
 }

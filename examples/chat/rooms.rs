@@ -6,8 +6,9 @@
 //! See `examples/chat_server.rs` for the design and the protocol. Nothing here knows which
 //! it runs on: a real system or a simulated one.
 
+use kendynet::net::SlowConsumer;
 use kendynet::{
-    Actor, Addr, ConnOptions, Context, NetEvent, RPacket, SockIdent, SpawnOptions, SystemHandle,
+    Actor, Addr, ConnOptions, Context, NetEvent, RPacket, SockGroup, SockIdent, SystemHandle,
     WPacket,
 };
 use std::collections::HashMap;
@@ -30,8 +31,12 @@ pub const JOINED: u8 = 1;
 pub const MESSAGE: u8 = 2;
 /// Server → client: someone left (room, name, reason).
 pub const LEFT: u8 = 3;
+/// Server → client: a request was refused (reason), for example a SAY too long to relay.
+pub const ERROR: u8 = 4;
 
-/// The longest packet payload the server accepts; a longer one drops the client.
+/// The longest packet payload either side sends: the server drops a client that sends a
+/// longer one, and never sends one itself (a SAY whose MESSAGE would be longer is refused
+/// with ERROR).
 pub const MAX_PACKET_LEN: usize = 4096;
 /// The longest room or member name, in bytes.
 pub const MAX_NAME_LEN: usize = 32;
@@ -53,6 +58,10 @@ pub enum ServerMsg {
         name: String,
         reason: String,
     },
+    /// The server refused this client's last request.
+    Error { reason: String },
+    /// A packet this client cannot read (a newer server's, or a damaged one): skipped.
+    Unreadable { op: Option<u8>, len: usize },
 }
 
 impl ServerMsg {
@@ -105,9 +114,31 @@ impl ServerMsg {
                 name: field()?,
                 reason: field()?,
             },
+            ERROR => ServerMsg::Error { reason: field()? },
             op => return Err(format!("unknown opcode {op}")),
         })
     }
+
+    /// Decodes a payload sent by the server, whatever it holds: what is not a message of
+    /// this protocol is [`ServerMsg::Unreadable`], for the client to skip.
+    #[must_use]
+    pub fn decode_lenient(payload: &[u8]) -> ServerMsg {
+        ServerMsg::decode(payload).unwrap_or(ServerMsg::Unreadable {
+            op: payload.first().copied(),
+            len: payload.len(),
+        })
+    }
+}
+
+/// The payload length of the MESSAGE relaying `text` said by `name` in `room`: it must not
+/// exceed [`MAX_PACKET_LEN`].
+#[must_use]
+pub fn message_len(room: &str, name: &str, text: &str) -> usize {
+    // The opcode, then three strings of a u32 length, the bytes and a NUL each.
+    1 + [room, name, text]
+        .iter()
+        .map(|f| 4 + f.len() + 1)
+        .sum::<usize>()
 }
 
 impl fmt::Display for ServerMsg {
@@ -116,32 +147,109 @@ impl fmt::Display for ServerMsg {
             ServerMsg::Joined { room, name } => write!(f, "* {name} joined {room}"),
             ServerMsg::Message { room, name, text } => write!(f, "[{room}] {name}: {text}"),
             ServerMsg::Left { room, name, reason } => write!(f, "* {name} left {room} ({reason})"),
+            ServerMsg::Error { reason } => write!(f, "! refused: {reason}"),
+            ServerMsg::Unreadable { op, len } => {
+                write!(f, "? an unreadable {len}-byte packet (opcode {op:?})")
+            }
         }
     }
 }
 
 // ----- the server -----
 
-/// Starts a chat server in `system`, listening on `addr`; returns the bound address.
+/// A running chat server: its address and its gate.
+pub struct ChatServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The gate: ask it [`GateMsg::Rooms`] or [`GateMsg::Members`].
+    pub gate: Addr<Gate>,
+}
+
+/// Starts a chat server in `system`, listening on `addr`.
 ///
 /// # Errors
 /// The OS error of listening (for example `AddrInUse`).
-pub fn start_server(system: &SystemHandle, addr: SocketAddr) -> io::Result<SocketAddr> {
-    let gate = system.spawn(Gate);
-    let options = ConnOptions::default().max_packet_len(MAX_PACKET_LEN);
-    system
+pub fn start_server(system: &SystemHandle, addr: SocketAddr) -> io::Result<ChatServer> {
+    let gate = system.spawn(Gate {
+        rooms: HashMap::new(),
+    });
+    // A member that stops reading is disconnected (and announced as dropped) once its
+    // queued output has stayed above the low-water mark for the grace period.
+    let options = ConnOptions::default()
+        .max_packet_len(MAX_PACKET_LEN)
+        .slow_consumer(SlowConsumer::DISCONNECT);
+    let addr = system
         .listen_with(addr, &gate, options)
-        .inspect_err(|_| gate.stop())
+        .inspect_err(|_| gate.stop())?;
+    Ok(ChatServer { addr, gate })
 }
 
-/// Owns the listener: every socket is the gate's until it joins a room, and again after it
-/// leaves one.
-struct Gate;
+/// Owns the listener and the table of rooms: every socket is the gate's until it joins a
+/// room, and again after it leaves one. A room is freed when its last member has gone and no
+/// JOIN is on its way to it.
+pub struct Gate {
+    rooms: HashMap<String, RoomEntry>,
+}
+
+struct RoomEntry {
+    addr: Addr<Room>,
+    /// Joins sent to the room so far.
+    joins: u64,
+}
+
+/// What the gate handles.
+pub enum GateMsg {
+    /// An event of a socket that is in no room.
+    Net(NetEvent),
+    /// A room has no members after `joins_seen` joins: it is freed unless a join is on its
+    /// way to it.
+    RoomEmpty { room: String, joins_seen: u64 },
+    /// Answers with the number of rooms (for tests: the program never sends it).
+    #[allow(dead_code, reason = "sent by tests only")]
+    Rooms(std::sync::mpsc::Sender<usize>),
+    /// Answers with the members of `room`, sorted (empty if there is no such room; for
+    /// tests).
+    #[allow(dead_code, reason = "sent by tests only")]
+    Members(String, std::sync::mpsc::Sender<Vec<String>>),
+}
+
+impl From<NetEvent> for GateMsg {
+    fn from(ev: NetEvent) -> GateMsg {
+        GateMsg::Net(ev)
+    }
+}
 
 impl Actor for Gate {
-    type Msg = NetEvent;
+    type Msg = GateMsg;
 
-    fn handle(&mut self, ev: NetEvent, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: GateMsg, ctx: &mut Context<Self>) {
+        match msg {
+            GateMsg::Net(ev) => self.net_event(ev, ctx),
+            GateMsg::RoomEmpty { room, joins_seen } => {
+                if self.rooms.get(&room).is_some_and(|r| r.joins == joins_seen) {
+                    // No join on its way: nothing can reach the room any more.
+                    let entry = self.rooms.remove(&room).expect("just found");
+                    println!("chat: room {room} freed");
+                    let _ = entry.addr.send(RoomMsg::Close);
+                }
+            }
+            GateMsg::Rooms(reply) => {
+                let _ = reply.send(self.rooms.len());
+            }
+            GateMsg::Members(room, reply) => match self.rooms.get(&room) {
+                Some(r) => {
+                    let _ = r.addr.send(RoomMsg::Members(reply));
+                }
+                None => {
+                    let _ = reply.send(Vec::new());
+                }
+            },
+        }
+    }
+}
+
+impl Gate {
+    fn net_event(&mut self, ev: NetEvent, ctx: &mut Context<Self>) {
         // Connected and Disconnected need nothing: a socket that is not in a room has no
         // state here.
         let NetEvent::Packet { sock, mut packet } = ev else {
@@ -156,35 +264,25 @@ impl Actor for Gate {
             // (it overtook the hand-off to the room).
             _ => return drop_client(sock, "not in a room"),
         };
-        let Some(room_addr) = room_actor(ctx, &room) else {
-            return drop_client(sock, "the room could not be created");
-        };
+        let entry = self.rooms.entry(room.clone()).or_insert_with(|| RoomEntry {
+            addr: ctx.system().spawn(Room {
+                group: ctx.system().sock_group(),
+                name: room,
+                gate: ctx.addr(),
+                members: HashMap::new(),
+                joins_seen: 0,
+            }),
+            joins: 0,
+        });
         // Hand the socket over first, then tell the room who it is: the room answers with
         // JOINED, and everything the client sends after that goes straight to the room.
-        if sock.hand_to(&room_addr).is_err() {
+        if sock.hand_to(&entry.addr).is_err() {
             return; // It closed meanwhile; its Disconnected comes here.
         }
-        // A room stops only when the system shuts down, which closes the socket too.
-        let _ = room_addr.send(RoomMsg::Join { sock, name });
-    }
-}
-
-/// The room's actor: found in the registry, or spawned and registered by the gate.
-fn room_actor(ctx: &Context<Gate>, room: &str) -> Option<Addr<Room>> {
-    let key = format!("room:{room}");
-    let system = ctx.system();
-    if let Some(addr) = system.lookup::<Room>(&key) {
-        return Some(addr);
-    }
-    let actor = Room {
-        name: room.to_owned(),
-        gate: ctx.addr(),
-        members: HashMap::new(),
-    };
-    match system.spawn_with(actor, SpawnOptions::default().name(&key)) {
-        Ok(addr) => Some(addr),
-        // Another gate of this system registered it just now.
-        Err(_) => system.lookup::<Room>(&key),
+        entry.joins += 1;
+        // The room stops only when the gate says so, and the gate does not while this join
+        // is on its way.
+        let _ = entry.addr.send(RoomMsg::Join { sock, name });
     }
 }
 
@@ -199,12 +297,15 @@ fn drop_client(sock: SockIdent, why: &str) {
     let _ = sock.close();
 }
 
-/// One room: its members' sockets, owned since the gate handed them over. Registered as
-/// `"room:<name>"`.
+/// One room: its members' sockets, owned since the gate handed them over, in a socket group
+/// that relays each message with one shared frame.
 pub struct Room {
     name: String,
     gate: Addr<Gate>,
+    group: SockGroup,
     members: HashMap<SockIdent, String>,
+    /// Joins received from the gate (whether or not the socket was still open).
+    joins_seen: u64,
 }
 
 /// What a room handles.
@@ -213,6 +314,8 @@ pub enum RoomMsg {
     Join { sock: SockIdent, name: String },
     /// An event of a member's socket.
     Net(NetEvent),
+    /// The gate has freed the room (it has no members, and none are on their way).
+    Close,
     /// Answers with the members' names, sorted (for tests: the program never sends it).
     #[allow(dead_code, reason = "sent by tests only")]
     Members(std::sync::mpsc::Sender<Vec<String>>),
@@ -227,18 +330,20 @@ impl From<NetEvent> for RoomMsg {
 impl Actor for Room {
     type Msg = RoomMsg;
 
-    fn handle(&mut self, msg: RoomMsg, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: RoomMsg, ctx: &mut Context<Self>) {
         match msg {
             RoomMsg::Join { sock, name } => {
+                self.joins_seen += 1;
                 // The socket may have closed during the hand-off; its Disconnected came here
                 // first and found no member.
-                if !sock.is_open() {
-                    return;
+                if self.group.join(sock).is_err() {
+                    return self.freed_if_empty();
                 }
                 println!("chat: {name} joined {}", self.name);
                 self.members.insert(sock, name);
                 let name = &self.members[&sock];
-                self.broadcast(server_packet(JOINED, &[&self.name, name]));
+                self.group
+                    .broadcast(server_packet(JOINED, &[&self.name, name]));
             }
             RoomMsg::Net(NetEvent::Packet { sock, mut packet }) => {
                 let Some(name) = self.members.get(&sock) else {
@@ -247,8 +352,16 @@ impl Actor for Room {
                 };
                 match packet.read_u8() {
                     Ok(SAY) => match packet.read_str() {
+                        Ok(text) if message_len(&self.name, name, text) > MAX_PACKET_LEN => {
+                            let reason = format!(
+                                "message too long: at most {} bytes in this room under this name",
+                                text.len() - (message_len(&self.name, name, text) - MAX_PACKET_LEN)
+                            );
+                            let _ = sock.send(server_packet(ERROR, &[&reason]));
+                        }
                         Ok(text) => {
-                            self.broadcast(server_packet(MESSAGE, &[&self.name, name, text]));
+                            self.group
+                                .broadcast(server_packet(MESSAGE, &[&self.name, name, text]));
                         }
                         Err(_) => drop_client(sock, "malformed SAY"),
                     },
@@ -259,19 +372,26 @@ impl Actor for Room {
                         let _ = sock.hand_to(&self.gate);
                         println!("chat: {name} left {}", self.name);
                         // The leaver receives the announcement too: its confirmation.
-                        self.broadcast(server_packet(LEFT, &[&self.name, name, "left"]));
+                        self.group
+                            .broadcast(server_packet(LEFT, &[&self.name, name, "left"]));
+                        self.group.leave(sock);
                         self.members.remove(&sock);
+                        self.freed_if_empty();
                     }
                     _ => drop_client(sock, "unknown request"),
                 }
             }
             RoomMsg::Net(NetEvent::Disconnected { sock, reason }) => {
+                // The socket has left the group by itself.
                 if let Some(name) = self.members.remove(&sock) {
                     println!("chat: {name} dropped from {} ({reason})", self.name);
-                    self.broadcast(server_packet(LEFT, &[&self.name, &name, "dropped"]));
+                    self.group
+                        .broadcast(server_packet(LEFT, &[&self.name, &name, "dropped"]));
+                    self.freed_if_empty();
                 }
             }
             RoomMsg::Net(_) => {}
+            RoomMsg::Close => ctx.stop(),
             RoomMsg::Members(reply) => {
                 let mut names: Vec<String> = self.members.values().cloned().collect();
                 names.sort();
@@ -282,18 +402,14 @@ impl Actor for Room {
 }
 
 impl Room {
-    /// Sends `packet` to every member: one packet, shared by all of them.
-    fn broadcast(&self, mut packet: WPacket) {
-        // Once frozen, every clone shares the same bytes: N members, one buffer, no copies.
-        packet.freeze();
-        for &sock in self.members.keys() {
-            if let Err(e) = sock.send(packet.clone()) {
-                if e.is_full() {
-                    // It stopped reading; its Disconnected will announce it as dropped.
-                    drop_client(sock, "not reading");
-                }
-                // Closed: its Disconnected is on its way.
-            }
+    /// Tells the gate when the last member has gone: it frees the room unless a join is on
+    /// its way here.
+    fn freed_if_empty(&self) {
+        if self.members.is_empty() {
+            let _ = self.gate.send(GateMsg::RoomEmpty {
+                room: self.name.clone(),
+                joins_seen: self.joins_seen,
+            });
         }
     }
 }

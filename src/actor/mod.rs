@@ -21,7 +21,7 @@ mod blocking_pool;
 mod cell;
 mod group;
 mod handle;
-mod membership;
+pub(crate) mod membership;
 mod pool;
 pub(crate) mod scheduler;
 pub(crate) mod stall;

@@ -162,6 +162,10 @@ impl Transport for NetShared {
         self.table()
     }
 
+    fn group_pollers(self: Arc<Self>) -> Option<Arc<dyn super::broadcast::PollerInboxes>> {
+        Some(self)
+    }
+
     fn default_options(&self) -> ConnOptions {
         self.default_options.clone()
     }

@@ -16,14 +16,17 @@
 //! thread; its [`SockIdent`] can be used from any thread; an owner's handler runs on whichever
 //! worker runs the actor, usually the socket's poller.
 
+pub(crate) mod broadcast;
 mod connect;
 mod listener;
 mod poller;
+mod sock_group;
 pub(crate) mod sock_ident;
 mod system;
 pub(crate) mod table;
 pub(crate) mod transport;
 
+pub use broadcast::{SockGroup, SockGroupStats};
 pub use listener::{DEFAULT_LISTENER_MAX_CONNECTIONS, ListenOptions, ListenerHandle};
 pub use sock_ident::{SockError, SockIdent};
 

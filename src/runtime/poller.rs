@@ -13,6 +13,7 @@
 //! of actor turns the poller moves dirty outboxes into the connections and writes them.
 
 use super::NetEvent;
+use super::broadcast::{BroadcastInbox, Delivery, PollerInboxes};
 use super::listener::ListenerShared;
 use super::sock_ident::SockIdent;
 use super::table::{Life, PollerLink, SockTable, TableLease};
@@ -37,6 +38,8 @@ struct PollerShared {
     /// Whether `remote_dirty` holds anything; written under its lock, read without it, so
     /// that the poller's every pass does not take the lock for an empty list.
     remote_pending: AtomicBool,
+    /// Socket groups' broadcasts for this poller's members.
+    bcast: BroadcastInbox,
 }
 
 /// The network state of a system, shared by its threads.
@@ -73,6 +76,7 @@ impl NetShared {
                     engine,
                     remote_dirty: Mutex::new(Vec::new()),
                     remote_pending: AtomicBool::new(false),
+                    bcast: BroadcastInbox::new(),
                 })
                 .collect(),
             next_poller: AtomicUsize::new(0),
@@ -134,6 +138,19 @@ impl PollerLink for NetShared {
         }
         // The push above is released by the lock before the flag is read inside; the poller
         // raises its flag before it looks at this list (see `Poller::park`).
+        shared.engine.wake_if_sleeping();
+    }
+}
+
+impl PollerInboxes for NetShared {
+    fn pollers(&self) -> usize {
+        self.pollers.len()
+    }
+
+    fn hand(&self, poller: usize, delivery: Delivery) {
+        let shared = &self.pollers[poller];
+        shared.bcast.push(delivery);
+        // As for `remote_dirty` (see `PollerLink::mark_dirty`).
         shared.engine.wake_if_sleeping();
     }
 }
@@ -258,8 +275,9 @@ impl Poller {
     fn flush(&mut self) {
         let Poller { engine, net, local } = self;
         let table = net.table();
-        let mut dirty = std::mem::take(&mut local.state.borrow_mut().dirty);
         let shared = &net.pollers[local.index];
+        let broadcast = shared.bcast.run(engine);
+        let mut dirty = std::mem::take(&mut local.state.borrow_mut().dirty);
         if shared.remote_pending.load(Ordering::Acquire) {
             let mut remote = shared.remote_dirty.lock().unwrap();
             shared.remote_pending.store(false, Ordering::Relaxed);
@@ -271,6 +289,9 @@ impl Poller {
         }
         if dirty.is_empty() {
             local.state.borrow_mut().dirty = dirty;
+            if broadcast {
+                engine.flush_dirty();
+            }
             return;
         }
         let (mut frames, mut flushed) = {
@@ -430,7 +451,8 @@ impl Poller {
 
     /// Whether other threads left slots to flush (asked after the sleeping flag is up).
     fn has_remote_work(net: &NetShared, index: usize) -> bool {
-        !net.pollers[index].remote_dirty.lock().unwrap().is_empty()
+        let shared = &net.pollers[index];
+        !shared.remote_dirty.lock().unwrap().is_empty() || shared.bcast.has_work()
     }
 }
 

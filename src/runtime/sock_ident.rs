@@ -58,6 +58,8 @@ pub enum SockError {
     Closed,
     /// The new owner belongs to another system than the socket.
     ForeignOwner,
+    /// The socket belongs to another system than the socket group.
+    ForeignSocket,
 }
 
 impl fmt::Display for SockError {
@@ -66,6 +68,9 @@ impl fmt::Display for SockError {
             SockError::Closed => f.write_str("the socket is closed"),
             SockError::ForeignOwner => {
                 f.write_str("the new owner belongs to another system than the socket")
+            }
+            SockError::ForeignSocket => {
+                f.write_str("the socket belongs to another system than the group")
             }
         }
     }

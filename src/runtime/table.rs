@@ -25,7 +25,9 @@ use crate::net::ConnId;
 use crate::runtime::NetEvent;
 use crate::runtime::listener::ListenerTicket;
 use crate::sync::capacity::{SOCKET_CHUNK, SOCKET_CHUNKS, SOCKET_TABLES};
-use crate::sync::{Arc, AtomicUsize, Mutex, OnceLock, Ordering, SpinGuard, SpinLock, lazy_global};
+use crate::sync::{
+    Arc, AtomicUsize, Mutex, OnceLock, Ordering, SpinGuard, SpinLock, Weak, lazy_global,
+};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -84,6 +86,8 @@ pub(crate) struct SlotState {
     pub(crate) system: usize,
     /// The socket's place under the system's connection limit.
     ticket: Option<Admission>,
+    /// The socket groups it has joined (each with its mark), told when the slot is freed.
+    pub(crate) groups: Vec<(usize, Weak<dyn SlotGroup>)>,
 }
 
 impl SlotState {
@@ -109,6 +113,7 @@ impl SlotState {
             link: None,
             system: 0,
             ticket: None,
+            groups: Vec::new(),
         }
     }
 
@@ -131,6 +136,13 @@ impl SlotState {
 pub(crate) trait PollerLink: Send + Sync {
     /// Tells poller `poller` that slot `index` has something to flush.
     fn mark_dirty(&self, poller: usize, index: u32);
+}
+
+/// A socket group (`runtime::broadcast`), as a slot knows it: told when a member's slot is
+/// freed, so that closed sockets leave their groups by themselves.
+pub(crate) trait SlotGroup: Send + Sync {
+    /// The slot `id` has been freed (called outside the slot's lock).
+    fn slot_freed(&self, id: SlotId);
 }
 
 /// Whom a send or close must tell: the socket's poller, through its link.
@@ -291,9 +303,13 @@ impl SockTable {
                 st.ticket.take(),
             )
         };
+        let groups = std::mem::take(&mut st.groups);
         drop(st);
         // Dropped outside the slot's lock: an owner's last reference may run a destructor.
         drop(leftovers);
+        for group in groups.iter().filter_map(|(_, g)| g.upgrade()) {
+            group.slot_freed(id);
+        }
         self.free.lock().unwrap().free.push_back(id.index);
     }
 

@@ -9,6 +9,7 @@
 //! hand-offs) goes through the table and the slot's [`PollerLink`](super::table::PollerLink).
 
 use super::NetEvent;
+use super::broadcast::PollerInboxes;
 use super::listener::{ListenOptions, ListenerHandle};
 use super::sock_ident::SockIdent;
 use super::sock_ident::system_id;
@@ -87,6 +88,12 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// [`SystemHandle::accept_refusals`]).
     fn accept_refusals(&self) -> u64 {
         0
+    }
+
+    /// The pollers that socket groups hand their broadcasts to; `None`: the groups send to
+    /// each member through its slot.
+    fn group_pollers(self: Arc<Self>) -> Option<Arc<dyn PollerInboxes>> {
+        None
     }
 }
 
