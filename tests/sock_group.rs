@@ -176,6 +176,11 @@ fn a_member_that_never_reads_has_drops_counted_while_the_others_get_everything()
     assert!(stats.queued >= 2 * u64::from(n), "{stats}");
     assert_eq!(stats.closed_members, 0);
     assert!(group.contains(stalled_sock) && stalled_sock.is_open());
+    assert_eq!(
+        stalled_sock.dropped_packets(),
+        stats.dropped,
+        "the socket counts what the group dropped for it"
+    );
     nothing_more(&mut a);
     nothing_more(&mut b);
     shutdown_gracefully(system);

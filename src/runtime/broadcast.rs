@@ -103,14 +103,20 @@ impl Delivery {
     /// Offers the frame to each member's connection.
     fn deliver(self, engine: &mut Engine) {
         let (mut queued, mut dropped, mut closed) = (0u64, 0u64, 0u64);
-        for &(_, conn) in self.members.iter() {
+        for &(sock, conn) in self.members.iter() {
             let Some(conn) = conn else {
                 closed += 1;
                 continue;
             };
             match conn.offer_frame(engine, &self.frame) {
                 Offered::Queued => queued += 1,
-                Offered::Dropped => dropped += 1,
+                Offered::Dropped => {
+                    dropped += 1;
+                    // Counted for the socket too (`SockIdent::dropped_packets`).
+                    if let Some(mut st) = sock.slot() {
+                        st.dropped += 1;
+                    }
+                }
                 // Closing or ended: its slot's release takes it out of the group.
                 Offered::Closed => closed += 1,
             }

@@ -225,9 +225,10 @@ impl SockIdent {
             .map_or(0, |st| st.outbox_bytes + st.conn_queued)
     }
 
-    /// Packets refused with [`TrySendError::Full`]: by the write limit, or by the
-    /// [`SlowConsumer::Drop`](crate::net::SlowConsumer::Drop) policy while the socket is
-    /// above its high-water mark.
+    /// Packets dropped for this socket: sends refused with [`TrySendError::Full`] (by the
+    /// write limit, or by the [`SlowConsumer::Drop`](crate::net::SlowConsumer::Drop) policy
+    /// while the socket is above its high-water mark), and broadcasts of a
+    /// [`SockGroup`](crate::SockGroup) skipped for it for the same reasons.
     pub fn dropped_packets(self) -> u64 {
         self.slot().map_or(0, |st| st.dropped)
     }
