@@ -5,9 +5,10 @@
 //!
 //! - The **gate** actor owns the listener, so every new socket starts out as the gate's. When
 //!   a socket sends JOIN, the gate finds the room's actor in its table of rooms, creating it
-//!   on first use, and **hands the socket to it**
-//!   ([`SockIdent::hand_to`]): from then on the socket's packets and its `Disconnected` go
-//!   straight to the room, without passing through the gate.
+//!   on first use, and **hands the socket to it** with the packets already queued for it
+//!   ([`SockIdent::hand_off`]): from then on the socket's packets and its `Disconnected` go
+//!   straight to the room, in order, without passing through the gate, so a client may SAY
+//!   right after JOIN, and JOIN another room right after LEAVE, without waiting for replies.
 //! - Each **room** actor keeps its members in a [`SockGroup`](kendynet::SockGroup). It
 //!   relays every message with one `broadcast`: the packet is encoded once, and the frame is
 //!   handed to each worker that polls members once, which writes it to them; nothing is

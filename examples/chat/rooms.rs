@@ -8,8 +8,8 @@
 
 use kendynet::net::SlowConsumer;
 use kendynet::{
-    Actor, Addr, ConnOptions, Context, NetEvent, RPacket, SockGroup, SockIdent, SystemHandle,
-    WPacket,
+    Actor, Addr, ConnOptions, Context, NetEvent, NetMsg, RPacket, SockGroup, SockIdent,
+    SystemHandle, WPacket,
 };
 use std::collections::HashMap;
 use std::fmt;
@@ -219,6 +219,17 @@ impl From<NetEvent> for GateMsg {
     }
 }
 
+/// Lets the gate hand a socket on with the packets already queued for it
+/// ([`SockIdent::hand_off`]).
+impl NetMsg for GateMsg {
+    fn into_net_event(self) -> Result<NetEvent, GateMsg> {
+        match self {
+            GateMsg::Net(ev) => Ok(ev),
+            other => Err(other),
+        }
+    }
+}
+
 impl Actor for Gate {
     type Msg = GateMsg;
 
@@ -260,8 +271,7 @@ impl Gate {
                 (Ok(room), Ok(name)) if valid_name(&room) && valid_name(&name) => (room, name),
                 _ => return drop_client(sock, "malformed JOIN"),
             },
-            // SAY or LEAVE before JOIN, or a packet sent before the client's JOINED arrived
-            // (it overtook the hand-off to the room).
+            // SAY or LEAVE before JOIN.
             _ => return drop_client(sock, "not in a room"),
         };
         let entry = self.rooms.entry(room.clone()).or_insert_with(|| RoomEntry {
@@ -274,15 +284,16 @@ impl Gate {
             }),
             joins: 0,
         });
-        // Hand the socket over first, then tell the room who it is: the room answers with
-        // JOINED, and everything the client sends after that goes straight to the room.
-        if sock.hand_to(&entry.addr).is_err() {
-            return; // It closed meanwhile; its Disconnected comes here.
-        }
+        // Tell the room who it is, then hand the socket over with what the client sent
+        // after its JOIN (already queued here, or still to come): the room sees the Join
+        // first, then every later packet in order, so a client may SAY right after JOIN
+        // without waiting for JOINED. The room stops only when the gate says so, and the
+        // gate does not while this join is on its way.
         entry.joins += 1;
-        // The room stops only when the gate says so, and the gate does not while this join
-        // is on its way.
         let _ = entry.addr.send(RoomMsg::Join { sock, name });
+        // If the socket closed meanwhile, its Disconnected comes here, and the room finds
+        // it closed when it joins it to its group.
+        let _ = sock.hand_off(ctx, &entry.addr);
     }
 }
 
@@ -327,6 +338,17 @@ impl From<NetEvent> for RoomMsg {
     }
 }
 
+/// Lets a room hand a leaving member's socket back to the gate with what it sent after its
+/// LEAVE ([`SockIdent::hand_off`]).
+impl NetMsg for RoomMsg {
+    fn into_net_event(self) -> Result<NetEvent, RoomMsg> {
+        match self {
+            RoomMsg::Net(ev) => Ok(ev),
+            other => Err(other),
+        }
+    }
+}
+
 impl Actor for Room {
     type Msg = RoomMsg;
 
@@ -366,10 +388,11 @@ impl Actor for Room {
                         Err(_) => drop_client(sock, "malformed SAY"),
                     },
                     Ok(LEAVE) => {
-                        // Back to the gate before the client learns it has left, so that its
-                        // next JOIN reaches the gate. If the socket has closed meanwhile, its
-                        // Disconnected comes here and finds no member.
-                        let _ = sock.hand_to(&self.gate);
+                        // Back to the gate, with whatever the client sent after its LEAVE
+                        // (a JOIN of another room), so that it need not wait for LEFT. If the
+                        // socket has closed meanwhile, its Disconnected comes here and finds
+                        // no member.
+                        let _ = sock.hand_off(ctx, &self.gate);
                         println!("chat: {name} left {}", self.name);
                         // The leaver receives the announcement too: its confirmation.
                         self.group
