@@ -255,3 +255,36 @@ fn a_say_whose_message_would_pass_the_limit_is_refused_and_everyone_stays_connec
     expect_nothing(&mut dave, "dave", QUIET).unwrap();
     shutdown_gracefully(system);
 }
+
+#[test]
+fn a_client_may_say_right_after_join_and_join_right_after_leave() {
+    let (system, addr) = server();
+    let mut alice = join(addr, "lobby", "alice");
+    // Bob sends JOIN, SAY, LEAVE, JOIN and SAY at once, without waiting for any reply: the
+    // gate hands his socket to the room with what he sent after JOIN, and the room hands it
+    // back with what he sent after LEAVE, in order.
+    let mut bob = ChatClient::connect(addr).unwrap();
+    bob.send_join("lobby", "bob").unwrap();
+    bob.say("first").unwrap();
+    bob.leave().unwrap();
+    bob.send_join("other", "bob").unwrap();
+    bob.say("second").unwrap();
+    for want in [
+        ServerMsg::joined("lobby", "bob"),
+        ServerMsg::message("lobby", "bob", "first"),
+        ServerMsg::left("lobby", "bob", "left"),
+    ] {
+        expect(&mut alice, "alice", &want).unwrap();
+    }
+    for want in [
+        ServerMsg::joined("lobby", "bob"),
+        ServerMsg::message("lobby", "bob", "first"),
+        ServerMsg::left("lobby", "bob", "left"),
+        ServerMsg::joined("other", "bob"),
+        ServerMsg::message("other", "bob", "second"),
+    ] {
+        expect(&mut bob, "bob", &want).unwrap();
+    }
+    expect_nothing(&mut alice, "alice", QUIET).unwrap();
+    shutdown_gracefully(system);
+}
