@@ -152,10 +152,14 @@ fn wait_for<T>(rx: &Receiver<Seen>, what: &str, mut pick: impl FnMut(Seen) -> Op
     }
 }
 
-/// Shrinks a socket's kernel receive buffer, so that a client that does not read stops the
-/// server's writes soon (loopback buffers grow to megabytes otherwise).
+/// Fixes a socket's kernel receive buffer at 256 KiB, so that a client that does not read
+/// stops the server's writes soon (loopback buffers grow to megabytes otherwise).
+///
+/// Not smaller: loopback's segment size is about 64 KiB, and a receive window that cannot
+/// open by a whole segment leaves the sender on zero-window probes, whose backoff grows to
+/// minutes. A reader that resumes would then wait on the kernel, not on the server.
 fn small_rcvbuf(s: &TcpStream) {
-    let size: libc::c_int = 16 * 1024;
+    let size: libc::c_int = 256 * 1024;
     // SAFETY: a valid descriptor, and a pointer to a c_int of the given length.
     let rc = unsafe {
         libc::setsockopt(
@@ -329,8 +333,9 @@ fn the_drop_policy_keeps_reading_and_counts_what_it_drops() {
         Seen::Connected(sock) => Some(sock),
         _ => None,
     });
-    // 8 MiB sent, never read: the server goes on reading all of it.
-    const N: u64 = 2048;
+    // 16 MiB sent, never read: the server goes on reading all of it, though the kernel
+    // buffers hold only a few MiB of the echoes.
+    const N: u64 = 4096;
     let f = frame(&[1u8; 4096]);
     for _ in 0..N {
         c.write_all(&f).expect("the server kept reading");
