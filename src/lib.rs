@@ -57,6 +57,8 @@ pub use actor::{
 };
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};
+#[cfg(feature = "websocket")]
+pub use net::ws;
 pub use net::{ConnOptions, DisconnectReason};
 pub use runtime::{
     Builder, CloseWhenHandled, ListenOptions, ListenerHandle, NetEvent, NetMsg, ShutdownReport,

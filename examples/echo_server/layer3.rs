@@ -130,6 +130,7 @@ fn serve(
     workers: usize,
     options: ConnOptions,
     secs: Option<f64>,
+    ws: bool,
 ) -> std::io::Result<()> {
     let dropping = options.slow_consumer == SlowConsumer::Drop;
     let system = System::builder()
@@ -147,8 +148,13 @@ fn serve(
         Vec::new()
     };
     let gate = system.spawn(Echo::new(counters.clone(), peers, dropping));
-    let bound = system.listen(addr, &gate)?;
-    eprintln!("echo_server: layer 3 listening on {bound} with {workers} worker(s)");
+    let bound = if ws {
+        listen_ws(&system, addr, &gate)?
+    } else {
+        system.listen(addr, &gate)?
+    };
+    let what = if ws { "WebSocket" } else { "framed TCP" };
+    eprintln!("echo_server: layer 3 ({what}) listening on {bound} with {workers} worker(s)");
     let start = Instant::now();
     let (mut last_p, mut last_b) = (0, 0);
     loop {
@@ -176,13 +182,26 @@ fn serve(
     Ok(())
 }
 
+/// `--ws`: listens for WebSocket connections with the system's options.
+#[cfg(feature = "websocket")]
+fn listen_ws(system: &System, addr: SocketAddr, gate: &Addr<Echo>) -> std::io::Result<SocketAddr> {
+    system
+        .handle()
+        .listen_ws(addr, gate, kendynet::ws::WsOptions::new())
+}
+
+#[cfg(not(feature = "websocket"))]
+fn listen_ws(_: &System, _: SocketAddr, _: &Addr<Echo>) -> std::io::Result<SocketAddr> {
+    unreachable!("--ws is refused without the websocket feature")
+}
+
 /// `--layer 3`: runs the actor echo server with the command line's options, then exits.
 pub fn run(args: &Args) -> ! {
     let options = args.conn_options();
     // One worker by default: on a small machine the load client needs the other core, and a
     // single worker that polls and runs the actors needs no cross-thread wake-up at all.
     let workers = args.workers.unwrap_or(1);
-    match serve(args.addr, workers, options, args.secs) {
+    match serve(args.addr, workers, options, args.secs, args.ws) {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("echo_server: cannot listen on {}: {e}", args.addr);

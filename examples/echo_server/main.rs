@@ -14,6 +14,8 @@
 //!   comparable, it counts the frames going by (a header scan, no copying); with `--raw` it
 //!   counts reads instead.
 //! - `--layer 3`: the actor runtime (see `layer3.rs`). `--workers` applies to it only.
+//!   With `--ws` (feature `websocket`) it serves WebSocket instead of framed TCP: every
+//!   message comes back with its own opcode (text as text, binary as binary).
 //!
 //! MB/s counts echoed payload bytes (layer 2; frame headers are not counted) or echoed bytes
 //! (layer 1). It runs until killed, or for `--secs` seconds.
@@ -54,11 +56,13 @@ pub struct Args {
     pub high_water: usize,
     /// Stop after this long; `None` runs until killed.
     pub secs: Option<f64>,
+    /// Serve WebSocket instead of framed TCP (layer 3, feature `websocket`).
+    pub ws: bool,
 }
 
 const USAGE: &str = "usage: echo_server [--addr ADDR] [--layer 1|2|3] [--raw] [--max-packet N] \
                      [--recv-timeout-ms MS] [--workers N] [--secs S] \
-                     [--slow-consumer pause|drop|disconnect] [--high-water BYTES]";
+                     [--slow-consumer pause|drop|disconnect] [--high-water BYTES] [--ws]";
 
 fn usage(problem: &str) -> ! {
     eprintln!("echo_server: {problem}\n{USAGE}");
@@ -87,6 +91,7 @@ impl Args {
             secs: None,
             slow_consumer: SlowConsumer::PauseReading,
             high_water: DEFAULT_HIGH_WATER,
+            ws: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -103,6 +108,12 @@ impl Args {
                     }
                 }
                 "--raw" => args.raw = true,
+                "--ws" => {
+                    if !cfg!(feature = "websocket") {
+                        usage("--ws needs the `websocket` feature (cargo --features websocket)");
+                    }
+                    args.ws = true;
+                }
                 "--max-packet" => args.max_packet = parse(&flag, &value(&flag)),
                 "--recv-timeout-ms" => {
                     let ms: u64 = parse(&flag, &value(&flag));
@@ -165,6 +176,9 @@ type SharedStats = Rc<RefCell<Stats>>;
 fn main() {
     let args = Args::parse();
     raise_fd_limit();
+    if args.ws && args.layer != 3 {
+        usage("--ws applies to layer 3 only");
+    }
     if args.workers.is_some() && args.layer != 3 {
         eprintln!("echo_server: --workers applies to layer 3 only; ignored");
     }

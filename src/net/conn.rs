@@ -22,6 +22,7 @@
 //! receives all of it.
 
 use super::engine::{Engine, Key, Socket, Source};
+use super::framing::Framing;
 use super::packet::{self, DEFAULT_MAX_PACKET_LEN, PacketError, RPacket, WPacket};
 use super::sys::{self, Event, Interest, MAX_IOV};
 use crate::error::TrySendError;
@@ -94,6 +95,10 @@ pub struct ConnOptions {
     /// Raw mode: no framing; every read is delivered as one packet and packets are sent
     /// without their length header. Default: off.
     pub raw: bool,
+    /// WebSocket: the connection is the server side of a WebSocket (see [`crate::ws`]);
+    /// `raw` and `max_packet_len` do not apply to it. Default: none.
+    #[cfg(feature = "websocket")]
+    pub websocket: Option<super::ws::WsOptions>,
 }
 
 impl Default for ConnOptions {
@@ -108,6 +113,8 @@ impl Default for ConnOptions {
             slow_consumer: SlowConsumer::PauseReading,
             packet_timeout: Some(DEFAULT_PACKET_TIMEOUT),
             raw: false,
+            #[cfg(feature = "websocket")]
+            websocket: None,
         }
     }
 }
@@ -160,6 +167,26 @@ impl ConnOptions {
     #[must_use]
     pub fn raw(mut self, raw: bool) -> ConnOptions {
         self.raw = raw;
+        self
+    }
+    /// The wire format these options select.
+    pub(crate) fn framing(&self) -> Framing {
+        #[cfg(feature = "websocket")]
+        if self.websocket.is_some() {
+            return Framing::WebSocket;
+        }
+        if self.raw {
+            Framing::Raw
+        } else {
+            Framing::Length
+        }
+    }
+
+    /// Sets [`ConnOptions::websocket`]: the connection speaks WebSocket with `ws`.
+    #[cfg(feature = "websocket")]
+    #[must_use]
+    pub fn websocket(mut self, ws: super::ws::WsOptions) -> ConnOptions {
+        self.websocket = Some(ws);
         self
     }
 }
@@ -239,6 +266,23 @@ pub enum DisconnectReason {
         /// The limit in force.
         max: usize,
     },
+    /// A WebSocket close frame ended the connection: the peer's (`by_peer`, its code, or
+    /// 1005 if it gave none), or this side's for a violation of the protocol by the peer
+    /// (1002 protocol error, 1007 invalid UTF-8, 1009 message too big). A close by this side
+    /// for any other reason is [`DisconnectReason::ClosedLocally`].
+    WebSocket {
+        /// The close code (see [`crate::ws::close_code`] with the `websocket` feature).
+        code: u16,
+        /// Whether the peer sent it.
+        by_peer: bool,
+    },
+    /// A WebSocket opening handshake did not succeed: the request was answered with this
+    /// HTTP status (a plain HTTP request served, a refused `Origin`, a malformed request),
+    /// and the connection closed.
+    Handshake {
+        /// The status of the answer.
+        status: u16,
+    },
     /// Another socket error.
     Error {
         /// Its kind.
@@ -281,6 +325,20 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::PacketTooLarge { len, max } => {
                 write!(f, "packet of {len} bytes exceeds the maximum of {max}")
             }
+            DisconnectReason::WebSocket {
+                code,
+                by_peer: true,
+            } => write!(f, "websocket closed by the peer with code {code}"),
+            DisconnectReason::WebSocket {
+                code,
+                by_peer: false,
+            } => write!(
+                f,
+                "websocket closed with code {code}: the peer broke the protocol"
+            ),
+            DisconnectReason::Handshake { status } => {
+                write!(f, "websocket handshake answered with HTTP status {status}")
+            }
             DisconnectReason::Error {
                 kind,
                 code: Some(c),
@@ -303,6 +361,9 @@ pub type OnDisconnect = Box<dyn FnOnce(&mut Engine, ConnId, DisconnectReason)>;
 pub type OnWriteFlow = Box<dyn FnMut(&mut Engine, ConnId, WriteFlow)>;
 /// Called once when the peer has ended its input (see [`Connection::on_input_end`]).
 pub type OnInputEnd = Box<dyn FnOnce(&mut Engine, ConnId)>;
+/// Called once when a WebSocket connection's handshake has succeeded (see
+/// [`Connection::on_open`]).
+pub type OnOpen = Box<dyn FnOnce(&mut Engine, ConnId)>;
 
 /// A connected socket with its options, ready to be bound to an engine as a framed
 /// connection.
@@ -337,6 +398,7 @@ pub struct Connection {
     options: ConnOptions,
     on_write_flow: Option<OnWriteFlow>,
     on_input_end: Option<OnInputEnd>,
+    on_open: Option<OnOpen>,
 }
 
 impl fmt::Debug for Connection {
@@ -356,7 +418,19 @@ impl Connection {
             options: ConnOptions::default(),
             on_write_flow: None,
             on_input_end: None,
+            on_open: None,
         }
+    }
+
+    /// For a WebSocket connection ([`ConnOptions::websocket`]): calls `f` once the opening
+    /// handshake has succeeded; packets may be sent from then on (sends before it are
+    /// refused as [`TrySendError::Closed`]). A connection whose handshake fails (a plain
+    /// HTTP request, a refused request) ends with [`DisconnectReason::Handshake`] without
+    /// calling it. Other connections never call it.
+    #[must_use]
+    pub fn on_open(mut self, f: impl FnOnce(&mut Engine, ConnId) + 'static) -> Connection {
+        self.on_open = Some(Box::new(f));
+        self
     }
 
     /// Calls `f` when the queued output crosses a watermark: [`WriteFlow::HighWater`] when it
@@ -408,13 +482,25 @@ impl Connection {
             mut options,
             on_write_flow,
             on_input_end,
+            on_open,
         } = self;
         options.low_water = options.low_water.min(options.high_water);
         let Socket { fd, peer } = socket;
         let now = engine.now();
+        let framing = options.framing();
+        #[cfg(feature = "websocket")]
+        let ws = options
+            .websocket
+            .clone()
+            .map(|o| Box::new(super::ws::WsSession::new(o)));
         let conn = ConnEntry {
             fd,
             peer,
+            framing,
+            #[cfg(feature = "websocket")]
+            ws,
+            close_reason: None,
+            on_open,
             options,
             rbuf: BytesMut::new(),
             queue: VecDeque::new(),
@@ -466,6 +552,14 @@ enum State {
 struct ConnEntry {
     fd: OwnedFd,
     peer: SocketAddr,
+    framing: Framing,
+    /// The WebSocket protocol state, for a WebSocket connection.
+    #[cfg(feature = "websocket")]
+    ws: Option<Box<super::ws::WsSession>>,
+    /// What a graceful close reports instead of [`DisconnectReason::ClosedLocally`] (a
+    /// WebSocket close handshake).
+    close_reason: Option<DisconnectReason>,
+    on_open: Option<OnOpen>,
     options: ConnOptions,
     rbuf: BytesMut,
     /// Frames waiting to be written, oldest first; the first may be partly written.
@@ -780,16 +874,23 @@ impl ConnEntry {
     }
 
     /// Cuts the next complete packet out of the receive buffer.
-    fn next_packet(&mut self) -> Result<Option<RPacket>, DisconnectReason> {
-        if self.options.raw {
-            if self.rbuf.is_empty() {
-                return Ok(None);
+    fn next_packet(&mut self) -> Result<Option<Cut>, DisconnectReason> {
+        match self.framing {
+            Framing::Length => {}
+            Framing::Raw => {
+                if self.rbuf.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(Cut::Packet(RPacket::from_raw(
+                    self.rbuf.split().freeze(),
+                ))));
             }
-            return Ok(Some(RPacket::from_raw(self.rbuf.split().freeze())));
+            #[cfg(feature = "websocket")]
+            Framing::WebSocket => return Ok(self.next_ws_cut()),
         }
         match packet::parse_header(&self.rbuf, self.options.max_packet_len) {
-            Ok(Some(total)) if total <= self.rbuf.len() => Ok(Some(RPacket::from_frame(
-                self.rbuf.split_to(total).freeze(),
+            Ok(Some(total)) if total <= self.rbuf.len() => Ok(Some(Cut::Packet(
+                RPacket::from_frame(self.rbuf.split_to(total).freeze()),
             ))),
             Ok(_) => Ok(None),
             Err(PacketError::TooLarge { len, max }) => {
@@ -800,6 +901,58 @@ impl ConnEntry {
                 code: None,
             }),
         }
+    }
+
+    /// The WebSocket protocol's next step: queues what it answers by itself (pongs, the
+    /// handshake's response, close frames).
+    #[cfg(feature = "websocket")]
+    fn next_ws_cut(&mut self) -> Option<Cut> {
+        use super::ws::WsCut;
+        let now = self.last_recv;
+        loop {
+            let ws = self.ws.as_mut()?;
+            return match ws.cut(&mut self.rbuf)? {
+                WsCut::Packet(packet) => Some(Cut::Packet(packet)),
+                WsCut::Reply(bytes) => {
+                    self.enqueue(bytes, now);
+                    self.dirty = true;
+                    continue;
+                }
+                WsCut::Opened(response) => {
+                    self.enqueue(response, now);
+                    self.dirty = true;
+                    Some(Cut::Opened)
+                }
+                WsCut::Close(bytes, reason) => {
+                    self.enqueue(bytes, now);
+                    Some(Cut::Close(reason))
+                }
+            };
+        }
+    }
+
+    /// Whether packets may be queued: the connection is open, and a WebSocket's handshake
+    /// is done and its close frame not sent.
+    #[inline]
+    fn accepts_packets(&self) -> bool {
+        #[cfg(feature = "websocket")]
+        if let Some(ws) = &self.ws
+            && !ws.accepts_messages()
+        {
+            return false;
+        }
+        self.state == State::Open
+    }
+
+    /// Queues a packet's frame (header included) in this connection's framing.
+    #[inline]
+    fn queue_packet_frame(&mut self, frame: Bytes, text: bool, now: Instant) -> bool {
+        let (prefix, body) = self.framing.wire(frame, text);
+        let mut flush = false;
+        if let Some(prefix) = prefix {
+            flush = self.queue_frame(prefix, now);
+        }
+        self.queue_frame(body, now) || flush
     }
 
     /// What epoll should report for this connection in its current state.
@@ -816,6 +969,18 @@ impl ConnEntry {
             State::Lingering { .. } => Interest::READ,
         }
     }
+}
+
+/// What was cut from the receive buffer.
+enum Cut {
+    /// A packet to deliver.
+    Packet(RPacket),
+    /// A WebSocket handshake succeeded (its response is queued).
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
+    Opened,
+    /// Close gracefully (what the protocol answers is queued), reporting this reason.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
+    Close(DisconnectReason),
 }
 
 /// What the read side produced.
@@ -840,20 +1005,18 @@ impl ConnId {
         let Some(c) = engine.source_mut::<ConnEntry>(self.0) else {
             return Err(TrySendError::Closed(packet));
         };
-        if c.state != State::Open {
+        if !c.accepts_packets() {
             return Err(TrySendError::Closed(packet));
         }
         if c.drops_new_packets() || c.would_exceed_limit(packet.len() + packet::HEADER_LEN) {
             c.dropped += 1;
             return Err(TrySendError::Full(packet));
         }
-        let frame = packet.into_frame();
-        let frame = if c.options.raw {
-            frame.slice(packet::HEADER_LEN..)
-        } else {
-            frame
-        };
-        let queued = (c.queue_frame(frame, now), c.flow_event.is_some());
+        let text = packet.is_text();
+        let queued = (
+            c.queue_packet_frame(packet.into_frame(), text, now),
+            c.flow_event.is_some(),
+        );
         self.after_queue(engine, queued);
         Ok(())
     }
@@ -872,38 +1035,36 @@ impl ConnId {
     /// Offers a frame (header included) that a broadcast shares between many connections:
     /// queued unless the connection is not open, or its slow-consumer policy or write limit
     /// drops it (counted in [`ConnId::dropped_packets`]). Raw connections get it without the
-    /// header.
-    pub(crate) fn offer_frame(self, engine: &mut Engine, frame: &Bytes) -> Offered {
+    /// header, WebSocket ones as a message (text if `text`).
+    pub(crate) fn offer_frame(self, engine: &mut Engine, frame: &Bytes, text: bool) -> Offered {
         let now = engine.now();
         let Some(c) = engine.source_mut::<ConnEntry>(self.0) else {
             return Offered::Closed;
         };
-        if c.state != State::Open {
+        if !c.accepts_packets() {
             return Offered::Closed;
         }
         if c.drops_new_packets() || c.would_exceed_limit(frame.len()) {
             c.dropped += 1;
             return Offered::Dropped;
         }
-        let frame = if c.options.raw {
-            frame.slice(packet::HEADER_LEN..)
-        } else {
-            frame.clone()
-        };
-        let queued = (c.queue_frame(frame, now), c.flow_event.is_some());
+        let queued = (
+            c.queue_packet_frame(frame.clone(), text, now),
+            c.flow_event.is_some(),
+        );
         self.after_queue(engine, queued);
         Offered::Queued
     }
 
-    /// Queues an encoded frame (header included, or raw bytes in raw mode), past the write
-    /// limit if need be (the caller accounts for it). Returns false if the connection is not
-    /// open.
+    /// Queues bytes already in the connection's framing (a frame with its header, raw
+    /// bytes, or part of a WebSocket message), past the write limit if need be (the caller
+    /// accounts for it). Returns false if the connection is not open.
     pub(crate) fn send_frame(self, engine: &mut Engine, frame: Bytes) -> bool {
         let now = engine.now();
         let Some(c) = engine.source_mut::<ConnEntry>(self.0) else {
             return false;
         };
-        if c.state != State::Open {
+        if !c.accepts_packets() {
             return false;
         }
         let queued = (c.queue_frame(frame, now), c.flow_event.is_some());
@@ -921,6 +1082,17 @@ impl ConnId {
         if c.state != State::Open {
             return;
         }
+        #[cfg(feature = "websocket")]
+        if let Some(bytes) = c.ws.as_mut().and_then(|ws| ws.local_close()) {
+            let now = engine.now();
+            let Some(c) = engine.source_mut::<ConnEntry>(self.0) else {
+                return;
+            };
+            c.enqueue(bytes, now);
+        }
+        let Some(c) = engine.source_mut::<ConnEntry>(self.0) else {
+            return;
+        };
         c.state = State::Closing;
         flush_conn(engine, self);
     }
@@ -1068,6 +1240,10 @@ fn begin_linger(engine: &mut Engine, id: ConnId) {
         return;
     }
     let cb = c.on_disconnect.take();
+    let reason = c
+        .close_reason
+        .take()
+        .unwrap_or(DisconnectReason::ClosedLocally);
     if sys::shutdown_write(c.fd.as_fd()).is_err() {
         drop(engine.deregister(id.0));
     } else {
@@ -1080,7 +1256,7 @@ fn begin_linger(engine: &mut Engine, id: ConnId) {
         register_changes(engine, id.0, changes);
     }
     if let Some(cb) = cb {
-        cb(engine, id, DisconnectReason::ClosedLocally);
+        cb(engine, id, reason);
     }
 }
 
@@ -1242,7 +1418,24 @@ fn read_batch(engine: &mut Engine, id: ConnId) {
                 return;
             }
             let packet = match c.next_packet() {
-                Ok(Some(packet)) => packet,
+                Ok(Some(Cut::Packet(packet))) => packet,
+                Ok(Some(Cut::Opened)) => {
+                    cut = true;
+                    if let Some(cb) = c.on_open.take() {
+                        cb(engine, id);
+                    }
+                    c = match engine.source_mut::<ConnEntry>(id.0) {
+                        Some(c) => c,
+                        None => return,
+                    };
+                    continue;
+                }
+                Ok(Some(Cut::Close(reason))) => {
+                    c.close_reason = Some(reason);
+                    c.state = State::Closing;
+                    flush_conn(engine, id);
+                    return;
+                }
                 Ok(None) => break,
                 Err(reason) => {
                     end(engine, id, reason);
@@ -1283,12 +1476,13 @@ fn read_once(now: Instant, c: &mut ConnEntry) -> ReadStep {
     if c.rbuf.is_empty() && c.rbuf.capacity() < READ_CHUNK {
         let _ = c.rbuf.try_reclaim(READ_CHUNK);
     }
-    let declared = if c.options.raw {
-        None
-    } else {
-        packet::parse_header(&c.rbuf, c.options.max_packet_len)
+    let declared = match c.framing {
+        Framing::Length => packet::parse_header(&c.rbuf, c.options.max_packet_len)
             .ok()
-            .flatten()
+            .flatten(),
+        Framing::Raw => None,
+        #[cfg(feature = "websocket")]
+        Framing::WebSocket => c.ws.as_ref().and_then(|ws| ws.declared(&c.rbuf)),
     };
     grow_for_read(&mut c.rbuf, declared);
     let spare = c.rbuf.spare_capacity_mut();

@@ -8,12 +8,15 @@ pub(crate) mod sys;
 
 mod conn;
 mod engine;
+pub(crate) mod framing;
 pub mod packet;
+#[cfg(feature = "websocket")]
+pub mod ws;
 
 pub use conn::{
     ConnId, ConnOptions, Connection, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_PACKET_TIMEOUT,
     DEFAULT_SEND_TIMEOUT, DEFAULT_SLOW_CONSUMER_GRACE, DEFAULT_WRITE_LIMIT, DisconnectReason,
-    OnDisconnect, OnInputEnd, OnPacket, OnWriteFlow, SlowConsumer, WriteFlow,
+    OnDisconnect, OnInputEnd, OnOpen, OnPacket, OnWriteFlow, SlowConsumer, WriteFlow,
 };
 pub(crate) use conn::{Offered, PAUSED_BY_CONSUMER, PAUSED_BY_USER};
 pub use engine::{

@@ -175,6 +175,8 @@ enum WBuf {
 #[derive(Clone)]
 pub struct WPacket {
     buf: WBuf,
+    /// Sent as a WebSocket text message (other transports ignore it).
+    text: bool,
 }
 
 impl WPacket {
@@ -198,7 +200,37 @@ impl WPacket {
         buf.put_bytes(0, HEADER_LEN);
         Self {
             buf: WBuf::Building(buf),
+            text: false,
         }
+    }
+
+    /// A packet whose payload is `text`, sent as a text message on a WebSocket (and as any
+    /// other packet on the other transports).
+    ///
+    /// Writers append raw bytes to it as to any packet; whoever appends to a text packet
+    /// keeps its payload valid UTF-8 (a peer closes the connection on a text message that is
+    /// not).
+    ///
+    /// ```
+    /// use kendynet::WPacket;
+    ///
+    /// let pkt = WPacket::text("hello");
+    /// assert!(pkt.is_text());
+    /// assert_eq!(pkt.payload(), b"hello");
+    /// ```
+    #[must_use]
+    pub fn text(text: &str) -> Self {
+        let mut pkt = Self::with_capacity(text.len());
+        pkt.write_raw(text.as_bytes());
+        pkt.text = true;
+        pkt
+    }
+
+    /// Whether the packet goes out as a WebSocket text message ([`WPacket::text`], or
+    /// forwarded from a received text message).
+    #[must_use]
+    pub fn is_text(&self) -> bool {
+        self.text
     }
 
     /// Length of the payload in bytes (the header is not counted).
@@ -409,11 +441,13 @@ impl From<RPacket> for WPacket {
         if pkt.start == HEADER_LEN {
             return Self {
                 buf: WBuf::Frozen(pkt.data),
+                text: pkt.text,
             };
         }
         let mut wpkt = Self::with_capacity(pkt.data.len());
         wpkt.write_raw(&pkt.data);
         wpkt.freeze();
+        wpkt.text = pkt.text;
         wpkt
     }
 }
@@ -446,6 +480,8 @@ pub struct RPacket {
     start: usize,
     /// Read cursor, relative to the payload.
     pos: usize,
+    /// It arrived as a WebSocket text message (valid UTF-8).
+    text: bool,
 }
 
 impl RPacket {
@@ -462,6 +498,31 @@ impl RPacket {
             data: frame,
             start: HEADER_LEN,
             pos: 0,
+            text: false,
+        }
+    }
+
+    /// Marks a packet as a received WebSocket text message.
+    #[cfg(feature = "websocket")]
+    pub(crate) fn into_text(mut self) -> Self {
+        self.text = true;
+        self
+    }
+
+    /// Whether the packet arrived as a WebSocket text message (its payload is then valid
+    /// UTF-8: see [`RPacket::as_text`]). Always false on the other transports.
+    #[must_use]
+    pub fn is_text(&self) -> bool {
+        self.text
+    }
+
+    /// The payload of a text message as a string; `None` for any other packet.
+    #[must_use]
+    pub fn as_text(&self) -> Option<&str> {
+        if self.text {
+            std::str::from_utf8(self.payload()).ok()
+        } else {
+            None
         }
     }
 
@@ -475,6 +536,7 @@ impl RPacket {
             data: bytes,
             start: 0,
             pos: 0,
+            text: false,
         }
     }
 

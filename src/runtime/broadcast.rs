@@ -50,6 +50,8 @@ pub(crate) struct Delivery {
     group: Arc<GroupCore>,
     members: Snapshot,
     frame: Bytes,
+    /// A text message, for WebSocket members.
+    text: bool,
 }
 
 /// A poller's inbox of broadcasts handed to it by other threads (its own thread's too, so
@@ -108,7 +110,7 @@ impl Delivery {
                 closed += 1;
                 continue;
             };
-            match conn.offer_frame(engine, &self.frame) {
+            match conn.offer_frame(engine, &self.frame, self.text) {
                 Offered::Queued => queued += 1,
                 Offered::Dropped => {
                     dropped += 1;
@@ -369,6 +371,7 @@ impl SockGroup {
     /// how many members it was sent to; what became of it for each (queued, dropped by a
     /// slow-consumer policy, or skipped as closed) is counted in [`SockGroup::stats`].
     pub fn broadcast(&self, packet: WPacket) -> usize {
+        let text = packet.is_text();
         let frame = packet.into_frame();
         let core = &self.core;
         let mut sent = 0;
@@ -391,6 +394,7 @@ impl SockGroup {
                             group: core.clone(),
                             members,
                             frame: frame.clone(),
+                            text,
                         },
                     );
                 }

@@ -13,6 +13,7 @@ use crate::net::{
     ConnOptions, Connection, Engine, LISTEN_BACKLOG, SlowConsumer, Socket, WriteFlow, bind_listener,
 };
 use crate::sync::{Arc, Ordering};
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -60,7 +61,7 @@ fn register(
         owner,
         peer,
         poller,
-        raw: options.raw,
+        framing: options.framing(),
         write_limit: options.write_limit,
         drop_when_high: options.slow_consumer == SlowConsumer::Drop,
         link: Some(link),
@@ -70,10 +71,19 @@ fn register(
     };
     let sock = SockIdent::of(id);
     let table = net.table();
+    // A WebSocket is announced once its handshake has succeeded; one that never opens ends
+    // without a word to the owner.
+    let websocket = options.framing().is_websocket();
+    let opened = Rc::new(Cell::new(!websocket));
     let (on_packet, on_end) = (local.clone(), local.clone());
-    let (on_flow, on_input_end) = (local.clone(), local.clone());
+    let (on_flow, on_input_end, on_open) = (local.clone(), local.clone(), local.clone());
+    let (opened_at_open, opened_at_end) = (opened.clone(), opened.clone());
     let bound = Connection::new(socket)
         .options(options)
+        .on_open(move |_, _| {
+            opened_at_open.set(true);
+            on_open.stage(sock, NetEvent::Connected { sock, peer });
+        })
         .on_write_flow(move |_, _, flow| {
             let (above, ev) = match flow {
                 WriteFlow::HighWater { queued } => (true, NetEvent::HighWater { sock, queued }),
@@ -92,6 +102,10 @@ fn register(
             engine,
             move |_, _, packet| on_packet.stage(sock, NetEvent::Packet { sock, packet }),
             move |_, _, reason| {
+                if !opened_at_end.get() {
+                    table.release(id);
+                    return;
+                }
                 if let Some(mut st) = table.lock_current(id) {
                     st.life = Life::Ended;
                     st.conn = None;
@@ -104,7 +118,9 @@ fn register(
             if let Some(mut st) = table.lock_current(id) {
                 st.conn = Some(conn);
             }
-            local.stage(sock, NetEvent::Connected { sock, peer });
+            if !websocket {
+                local.stage(sock, NetEvent::Connected { sock, peer });
+            }
         }
         Err(_) => table.release(id),
     }

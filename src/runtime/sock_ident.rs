@@ -161,13 +161,12 @@ impl SockIdent {
             // Ask the poller for a fresh count of what the connection still holds.
             return (Err(TrySendError::Full(packet)), st.mark_pending());
         }
-        let frame = packet.into_frame();
-        let frame = if st.raw {
-            frame.slice(HEADER_LEN..)
-        } else {
-            frame
-        };
-        st.outbox.push(frame);
+        let text = packet.is_text();
+        let (prefix, body) = st.framing.wire(packet.into_frame(), text);
+        if let Some(prefix) = prefix {
+            st.outbox.push(prefix);
+        }
+        st.outbox.push(body);
         st.outbox_bytes += len;
         (Ok(()), st.mark_pending())
     }

@@ -22,6 +22,7 @@
 
 use crate::actor::Recipient;
 use crate::net::ConnId;
+use crate::net::framing::Framing;
 use crate::runtime::NetEvent;
 use crate::runtime::listener::ListenerTicket;
 use crate::sync::capacity::{SOCKET_CHUNK, SOCKET_CHUNKS, SOCKET_TABLES};
@@ -56,8 +57,8 @@ pub(crate) struct SlotState {
     pub(crate) life: Life,
     /// In its poller's dirty list (or about to be).
     pub(crate) flush_pending: bool,
-    /// Raw mode: frames are queued without their header.
-    pub(crate) raw: bool,
+    /// How its packets go on the wire.
+    pub(crate) framing: Framing,
     pub(crate) poller: usize,
     pub(crate) conn: Option<ConnId>,
     /// Frames sent and not yet moved into the connection.
@@ -96,7 +97,7 @@ impl SlotState {
             generation: 0,
             life: Life::Free,
             flush_pending: false,
-            raw: false,
+            framing: Framing::Length,
             poller: 0,
             conn: None,
             outbox: Vec::new(),
@@ -163,7 +164,7 @@ pub(crate) struct NewSlot {
     pub(crate) owner: Recipient<NetEvent>,
     pub(crate) peer: SocketAddr,
     pub(crate) poller: usize,
-    pub(crate) raw: bool,
+    pub(crate) framing: Framing,
     pub(crate) write_limit: usize,
     pub(crate) drop_when_high: bool,
     pub(crate) link: Option<Arc<dyn PollerLink>>,
@@ -267,7 +268,7 @@ impl SockTable {
         st.outbox.clear();
         st.outbox_bytes = 0;
         st.conn_queued = 0;
-        st.raw = new.raw;
+        st.framing = new.framing;
         st.poller = new.poller;
         st.write_limit = new.write_limit;
         st.drop_when_high = new.drop_when_high;

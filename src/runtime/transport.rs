@@ -17,6 +17,8 @@ use super::table::Life;
 use super::table::SockTable;
 use crate::actor::{Recipient, SystemHandle, SystemInner};
 use crate::net::ConnOptions;
+#[cfg(feature = "websocket")]
+use crate::net::ws::WsOptions;
 use crate::sync::Arc;
 use std::io;
 use std::net::SocketAddr;
@@ -27,6 +29,12 @@ use std::time::Duration;
 pub(crate) trait Transport: Send + Sync + 'static {
     /// The options of `listen`/`connect` without options of their own.
     fn default_options(&self) -> ConnOptions;
+
+    /// Whether it serves WebSocket connections (`ConnOptions::websocket`).
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
+    fn supports_websocket(&self) -> bool {
+        true
+    }
 
     /// Listens on `addr` for `owner` (already checked to belong to `system`); returns the
     /// bound address.
@@ -109,6 +117,19 @@ fn is_own(system: &SystemInner, owner: &Recipient<NetEvent>) -> bool {
     system_id(owner.system()) == system_id(system)
 }
 
+/// Refuses WebSocket options on a transport without WebSocket.
+fn check_websocket(transport: &dyn Transport, options: &ConnOptions) -> io::Result<()> {
+    #[cfg(feature = "websocket")]
+    if options.websocket.is_some() && !transport.supports_websocket() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this transport has no WebSocket",
+        ));
+    }
+    let _ = (transport, options);
+    Ok(())
+}
+
 fn foreign_owner() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -147,9 +168,43 @@ impl SystemHandle {
         if !is_own(&self.inner, &owner) {
             return Err(foreign_owner());
         }
-        transport_of(&self.inner)
-            .clone()
-            .listen(&self.inner, addr, owner, options)
+        let transport = transport_of(&self.inner);
+        check_websocket(transport.as_ref(), &options)?;
+        transport.clone().listen(&self.inner, addr, owner, options)
+    }
+
+    /// Listens on `addr` for WebSocket connections (RFC 6455), with the system's default
+    /// [`ConnOptions`]: every socket whose handshake succeeds is owned by `owner`, which
+    /// receives `Connected`, then a `Packet` per message, then `Disconnected` (see
+    /// [`crate::ws`]). Plain HTTP requests on the port are answered by [`WsOptions::http`].
+    ///
+    /// # Errors
+    /// As [`SystemHandle::listen`]; `Unsupported` on the test kit's virtual network.
+    #[cfg(feature = "websocket")]
+    pub fn listen_ws(
+        &self,
+        addr: SocketAddr,
+        owner: impl Into<Recipient<NetEvent>>,
+        ws: WsOptions,
+    ) -> io::Result<SocketAddr> {
+        let options = transport_of(&self.inner).default_options();
+        self.listen_ws_with(addr, owner, options, ws)
+    }
+
+    /// [`SystemHandle::listen_ws`] with per-socket options (limits, timeouts, watermarks;
+    /// `raw` and `max_packet_len` do not apply to WebSocket).
+    ///
+    /// # Errors
+    /// As [`SystemHandle::listen_ws`].
+    #[cfg(feature = "websocket")]
+    pub fn listen_ws_with(
+        &self,
+        addr: SocketAddr,
+        owner: impl Into<Recipient<NetEvent>>,
+        options: ConnOptions,
+        ws: WsOptions,
+    ) -> io::Result<SocketAddr> {
+        self.listen_with(addr, owner, options.websocket(ws))
     }
 
     /// Connects to `addr` without blocking. `owner` receives `Connected` and the socket's
@@ -175,6 +230,15 @@ impl SystemHandle {
         let owner: Recipient<NetEvent> = owner.into();
         if !is_own(&self.inner, &owner) {
             let error = foreign_owner();
+            let _ = owner.force(NetEvent::ConnectFailed { addr, error });
+            return;
+        }
+        #[cfg(feature = "websocket")]
+        if options.websocket.is_some() {
+            let error = io::Error::new(
+                io::ErrorKind::Unsupported,
+                "WebSocket connections are server side only",
+            );
             let _ = owner.force(NetEvent::ConnectFailed { addr, error });
             return;
         }

@@ -775,6 +775,10 @@ impl Transport for VirtualNet {
         self.cfg.default_options.clone()
     }
 
+    fn supports_websocket(&self) -> bool {
+        false
+    }
+
     fn listen(
         self: Arc<Self>,
         _system: &Arc<SystemInner>,
@@ -1189,7 +1193,7 @@ impl NetState {
                 owner,
                 peer,
                 poller: 0,
-                raw: end.options.raw,
+                framing: end.options.framing(),
                 write_limit: end.options.write_limit,
                 drop_when_high: end.options.slow_consumer == crate::net::SlowConsumer::Drop,
                 link: Some(link),
