@@ -6,7 +6,7 @@
 //! fragmented it; [`RPacket::is_text`](crate::RPacket::is_text) tells a text message), and
 //! each packet sent is one message (binary, or text for [`WPacket::text`](crate::WPacket::text)
 //! packets). At layer 3 the owner gets `Connected` after the handshake, a `Packet` per
-//! message, and `Disconnected` last, with [`DisconnectReason::WebSocket`] when a close frame
+//! message, and `Disconnected` last, with [`DisconnectReason::WebSocket`](crate::DisconnectReason::WebSocket) when a close frame
 //! ended the connection.
 //!
 //! What the connection does by itself:
