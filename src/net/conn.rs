@@ -271,7 +271,7 @@ pub enum DisconnectReason {
     /// (1002 protocol error, 1007 invalid UTF-8, 1009 message too big). A close by this side
     /// for any other reason is [`DisconnectReason::ClosedLocally`].
     WebSocket {
-        /// The close code (see [`crate::ws::close_code`] with the `websocket` feature).
+        /// The close code (`kendynet::ws::close_code`, with the `websocket` feature).
         code: u16,
         /// Whether the peer sent it.
         by_peer: bool,
@@ -422,7 +422,7 @@ impl Connection {
         }
     }
 
-    /// For a WebSocket connection ([`ConnOptions::websocket`]): calls `f` once the opening
+    /// For a WebSocket connection (`ConnOptions::websocket`): calls `f` once the opening
     /// handshake has succeeded; packets may be sent from then on (sends before it are
     /// refused as [`TrySendError::Closed`]). A connection whose handshake fails (a plain
     /// HTTP request, a refused request) ends with [`DisconnectReason::Handshake`] without
