@@ -191,7 +191,7 @@ fn same_origin(req: &HttpRequest) -> bool {
 /// Answers a plain HTTP request: the page, the metrics, or 404.
 fn serve_http(req: &HttpRequest, metrics: Option<&(SystemHandle, Arc<ChatStats>)>) -> HttpResponse {
     let path = req.path().split('?').next().unwrap_or("");
-    if req.method() != "GET" && req.method() != "HEAD" {
+    if req.method() != "GET" {
         return HttpResponse::new(405, "text/plain; charset=utf-8", "method not allowed\n");
     }
     match (path, metrics) {
