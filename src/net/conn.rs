@@ -520,6 +520,9 @@ impl Connection {
         let Socket { fd, peer } = socket;
         let now = engine.now();
         let framing = options.framing();
+        // A connection that opens with a handshake must complete it within the packet
+        // deadline, counted from its accept (progress does not restart it).
+        let handshake_started = options.opens_later().then_some(now);
         #[cfg(feature = "websocket")]
         let ws = options
             .websocket
@@ -555,7 +558,7 @@ impl Connection {
             above_since: now,
             flow_event: None,
             dropped: 0,
-            packet_started: None,
+            packet_started: handshake_started,
             peer_eof: false,
             state: State::Open,
             on_packet: Some(Box::new(on_packet)),
@@ -1022,6 +1025,20 @@ impl ConnEntry {
                 }
             };
         }
+    }
+
+    /// Whether a TLS or WebSocket handshake is still under way.
+    #[inline]
+    fn awaiting_handshake(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            return true;
+        }
+        #[cfg(feature = "websocket")]
+        if self.ws.as_ref().is_some_and(|ws| !ws.is_open()) {
+            return true;
+        }
+        false
     }
 
     /// Whether packets may be queued: the connection is open, and a WebSocket's handshake
@@ -1582,11 +1599,14 @@ fn read_batch(engine: &mut Engine, id: ConnId) {
                 _ => return,
             };
         }
-        // The packet deadline runs from the first byte of the packet now partly received.
-        if cut || c.rbuf.is_empty() {
-            c.packet_started = (!c.rbuf.is_empty()).then_some(now);
-        } else if c.packet_started.is_none() {
-            c.packet_started = Some(now);
+        // The packet deadline runs from the first byte of the packet now partly received
+        // (or, until the handshakes are done, from the accept).
+        if !c.awaiting_handshake() {
+            if cut || c.rbuf.is_empty() {
+                c.packet_started = (!c.rbuf.is_empty()).then_some(now);
+            } else if c.packet_started.is_none() {
+                c.packet_started = Some(now);
+            }
         }
         if drained {
             break;
