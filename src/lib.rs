@@ -57,6 +57,8 @@ pub use actor::{
 };
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};
+#[cfg(feature = "tls")]
+pub use net::tls;
 #[cfg(feature = "websocket")]
 pub use net::ws;
 pub use net::{ConnOptions, DisconnectReason};

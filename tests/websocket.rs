@@ -487,3 +487,27 @@ fn websocket_options_are_refused_where_they_cannot_work() {
     }
     system.shutdown(WAIT);
 }
+
+#[test]
+fn a_handshake_that_never_comes_is_reclaimed_by_the_packet_deadline() {
+    struct Quiet;
+    impl Actor for Quiet {
+        type Msg = NetEvent;
+        fn handle(&mut self, ev: NetEvent, _: &mut Context<Self>) {
+            panic!("the owner heard of a socket that never upgraded: {ev:?}");
+        }
+    }
+    let system = System::builder().workers(1).build().unwrap();
+    let quiet = system.spawn(Quiet);
+    let options = kendynet::ConnOptions::default().packet_timeout(Some(Duration::from_millis(200)));
+    let addr = system
+        .listen_ws_with(any_port(), &quiet, options, WsOptions::new())
+        .unwrap();
+    // One connects and says nothing; one drips half a request line.
+    let _silent = client(addr);
+    let mut dripping = client(addr);
+    dripping.write_all(b"GET / HT").unwrap();
+    support::eventually("both counted", || system.open_sockets() == 2);
+    support::eventually("both reclaimed", || system.open_sockets() == 0);
+    system.shutdown(WAIT);
+}

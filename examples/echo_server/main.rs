@@ -16,6 +16,8 @@
 //! - `--layer 3`: the actor runtime (see `layer3.rs`). `--workers` applies to it only.
 //!   With `--ws` (feature `websocket`) it serves WebSocket instead of framed TCP: every
 //!   message comes back with its own opcode (text as text, binary as binary).
+//! - `--tls-cert FILE --tls-key FILE` (PEM; feature `tls`) put TLS under layers 2 and 3,
+//!   WebSocket included (wss).
 //!
 //! MB/s counts echoed payload bytes (layer 2; frame headers are not counted) or echoed bytes
 //! (layer 1). It runs until killed, or for `--secs` seconds.
@@ -58,11 +60,14 @@ pub struct Args {
     pub secs: Option<f64>,
     /// Serve WebSocket instead of framed TCP (layer 3, feature `websocket`).
     pub ws: bool,
+    /// TLS certificate chain and key, PEM (layers 2 and 3, feature `tls`).
+    pub tls: Option<(String, String)>,
 }
 
 const USAGE: &str = "usage: echo_server [--addr ADDR] [--layer 1|2|3] [--raw] [--max-packet N] \
                      [--recv-timeout-ms MS] [--workers N] [--secs S] \
-                     [--slow-consumer pause|drop|disconnect] [--high-water BYTES] [--ws]";
+                     [--slow-consumer pause|drop|disconnect] [--high-water BYTES] [--ws] \
+                     [--tls-cert FILE --tls-key FILE]";
 
 fn usage(problem: &str) -> ! {
     eprintln!("echo_server: {problem}\n{USAGE}");
@@ -72,12 +77,33 @@ fn usage(problem: &str) -> ! {
 impl Args {
     /// The connection options the command line asks for.
     pub fn conn_options(&self) -> ConnOptions {
-        ConnOptions::default()
+        let options = ConnOptions::default()
             .max_packet_len(self.max_packet)
             .recv_timeout(self.recv_timeout)
             .raw(self.raw)
             .slow_consumer(self.slow_consumer)
-            .watermarks(DEFAULT_LOW_WATER.min(self.high_water / 4), self.high_water)
+            .watermarks(DEFAULT_LOW_WATER.min(self.high_water / 4), self.high_water);
+        self.with_tls(options)
+    }
+
+    /// Adds TLS to `options` if the command line asks for it (exits if the files are bad).
+    #[cfg(feature = "tls")]
+    fn with_tls(&self, options: ConnOptions) -> ConnOptions {
+        let Some((cert, key)) = &self.tls else {
+            return options;
+        };
+        match kendynet::tls::TlsAcceptor::from_pem_files(cert, key) {
+            Ok(acceptor) => options.tls(acceptor),
+            Err(e) => {
+                eprintln!("echo_server: {e}");
+                exit(2)
+            }
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn with_tls(&self, options: ConnOptions) -> ConnOptions {
+        options
     }
 
     fn parse() -> Args {
@@ -92,7 +118,9 @@ impl Args {
             slow_consumer: SlowConsumer::PauseReading,
             high_water: DEFAULT_HIGH_WATER,
             ws: false,
+            tls: None,
         };
+        let (mut cert, mut key) = (None, None);
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             let mut value = |name: &str| -> String {
@@ -108,6 +136,8 @@ impl Args {
                     }
                 }
                 "--raw" => args.raw = true,
+                "--tls-cert" => cert = Some(value(&flag)),
+                "--tls-key" => key = Some(value(&flag)),
                 "--ws" => {
                     if !cfg!(feature = "websocket") {
                         usage("--ws needs the `websocket` feature (cargo --features websocket)");
@@ -142,6 +172,15 @@ impl Args {
                 }
                 _ => usage(&format!("unknown argument {flag}")),
             }
+        }
+        args.tls = match (cert, key) {
+            (None, None) => None,
+            (Some(c), Some(k)) if cfg!(feature = "tls") => Some((c, k)),
+            (Some(_), Some(_)) => usage("TLS needs the `tls` feature (cargo --features tls)"),
+            _ => usage("--tls-cert and --tls-key go together"),
+        };
+        if args.tls.is_some() && args.layer == 1 {
+            usage("TLS applies to layers 2 and 3");
         }
         args
     }

@@ -99,6 +99,10 @@ pub struct ConnOptions {
     /// `raw` and `max_packet_len` do not apply to it. Default: none.
     #[cfg(feature = "websocket")]
     pub websocket: Option<super::ws::WsOptions>,
+    /// TLS: the connection is the server side of a TLS session (see [`crate::tls`]), under
+    /// its framing (framed packets, raw bytes or WebSocket). Default: none.
+    #[cfg(feature = "tls")]
+    pub tls: Option<super::tls::TlsAcceptor>,
 }
 
 impl Default for ConnOptions {
@@ -115,6 +119,8 @@ impl Default for ConnOptions {
             raw: false,
             #[cfg(feature = "websocket")]
             websocket: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -180,6 +186,24 @@ impl ConnOptions {
         } else {
             Framing::Length
         }
+    }
+
+    /// Sets [`ConnOptions::tls`]: the connection is the server side of TLS with `acceptor`.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, acceptor: super::tls::TlsAcceptor) -> ConnOptions {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// Whether the connection announces itself only once a handshake has succeeded (TLS,
+    /// WebSocket): see [`Connection::on_open`].
+    pub(crate) fn opens_later(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return true;
+        }
+        self.framing().is_websocket()
     }
 
     /// Sets [`ConnOptions::websocket`]: the connection speaks WebSocket with `ws`.
@@ -283,6 +307,12 @@ pub enum DisconnectReason {
         /// The status of the answer.
         status: u16,
     },
+    /// The TLS session failed (a handshake the peer could not complete, a bad record); the
+    /// alert, if any, was sent.
+    Tls {
+        /// What rustls reported.
+        message: String,
+    },
     /// Another socket error.
     Error {
         /// Its kind.
@@ -336,6 +366,7 @@ impl fmt::Display for DisconnectReason {
                 f,
                 "websocket closed with code {code}: the peer broke the protocol"
             ),
+            DisconnectReason::Tls { message } => write!(f, "tls: {message}"),
             DisconnectReason::Handshake { status } => {
                 write!(f, "websocket handshake answered with HTTP status {status}")
             }
@@ -422,11 +453,12 @@ impl Connection {
         }
     }
 
-    /// For a WebSocket connection (`ConnOptions::websocket`): calls `f` once the opening
-    /// handshake has succeeded; packets may be sent from then on (sends before it are
-    /// refused as [`TrySendError::Closed`]). A connection whose handshake fails (a plain
-    /// HTTP request, a refused request) ends with [`DisconnectReason::Handshake`] without
-    /// calling it. Other connections never call it.
+    /// For a TLS or WebSocket connection (`ConnOptions::tls`, `ConnOptions::websocket`):
+    /// calls `f` once its handshakes have succeeded; packets may be sent from then on (sends
+    /// before it are refused as [`TrySendError::Closed`]). A connection whose handshake fails
+    /// (a TLS error, a plain HTTP request, a refused request) ends with
+    /// [`DisconnectReason::Tls`] or [`DisconnectReason::Handshake`] without calling it. Other
+    /// connections never call it.
     #[must_use]
     pub fn on_open(mut self, f: impl FnOnce(&mut Engine, ConnId) + 'static) -> Connection {
         self.on_open = Some(Box::new(f));
@@ -488,15 +520,25 @@ impl Connection {
         let Socket { fd, peer } = socket;
         let now = engine.now();
         let framing = options.framing();
+        // A connection that opens with a handshake must complete it within the packet
+        // deadline, counted from its accept (progress does not restart it).
+        let handshake_started = options.opens_later().then_some(now);
         #[cfg(feature = "websocket")]
         let ws = options
             .websocket
             .clone()
             .map(|o| Box::new(super::ws::WsSession::new(o)));
+        #[cfg(feature = "tls")]
+        let tls = match &options.tls {
+            Some(acceptor) => Some(Box::new(acceptor.session()?)),
+            None => None,
+        };
         let conn = ConnEntry {
             fd,
             peer,
             framing,
+            #[cfg(feature = "tls")]
+            tls,
             #[cfg(feature = "websocket")]
             ws,
             close_reason: None,
@@ -516,7 +558,7 @@ impl Connection {
             above_since: now,
             flow_event: None,
             dropped: 0,
-            packet_started: None,
+            packet_started: handshake_started,
             peer_eof: false,
             state: State::Open,
             on_packet: Some(Box::new(on_packet)),
@@ -556,6 +598,9 @@ struct ConnEntry {
     /// The WebSocket protocol state, for a WebSocket connection.
     #[cfg(feature = "websocket")]
     ws: Option<Box<super::ws::WsSession>>,
+    /// The TLS session, for a TLS connection.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<super::tls::TlsSession>>,
     /// What a graceful close reports instead of [`DisconnectReason::ClosedLocally`] (a
     /// WebSocket close handshake).
     close_reason: Option<DisconnectReason>,
@@ -807,6 +852,10 @@ impl ConnEntry {
 
     /// Writes as much of the queue as the socket takes. `Ok(true)` when the queue is empty.
     fn flush(&mut self, now: Instant) -> io::Result<bool> {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return self.flush_tls(now);
+        }
         while !self.queue.is_empty() {
             // A short queue (the usual case: one reply per read batch) gathers into a small
             // array; filling the full 256-entry array cost 4 KiB of stores per write, the
@@ -827,6 +876,53 @@ impl ConnEntry {
             }
         }
         Ok(true)
+    }
+
+    /// [`ConnEntry::flush`] through the TLS session: plaintext from the queue into the
+    /// session as far as its buffer takes it, ciphertext out as far as the socket takes it.
+    /// `Ok(true)` when both are empty.
+    #[cfg(feature = "tls")]
+    fn flush_tls(&mut self, now: Instant) -> io::Result<bool> {
+        loop {
+            let Some(tls) = self.tls.as_mut() else {
+                return Ok(true);
+            };
+            let mut taken = 0;
+            while !tls.is_handshaking()
+                && let Some(head) = self.queue.front()
+            {
+                let n = tls.take_plaintext(&head[self.head_written..]);
+                if n == 0 {
+                    break;
+                }
+                taken += n;
+                let head_left = head.len() - self.head_written;
+                if n == head_left {
+                    self.queue.pop_front();
+                    self.head_written = 0;
+                } else {
+                    self.head_written += n;
+                }
+            }
+            if taken > 0 {
+                self.queued_bytes -= taken;
+                self.oldest_queued_at = now;
+            }
+            let drained = tls.write_to(self.fd.as_fd())?;
+            if taken > 0 {
+                self.check_low_water(now);
+            }
+            if !drained {
+                return Ok(false);
+            }
+            if self.queue.is_empty() {
+                return Ok(true);
+            }
+            if taken == 0 {
+                // The handshake holds the queue back: nothing more to do until it moves.
+                return Ok(false);
+            }
+        }
     }
 
     /// One `writev` of the first `N` frames at most.
@@ -931,10 +1027,30 @@ impl ConnEntry {
         }
     }
 
+    /// Whether a TLS or WebSocket handshake is still under way.
+    #[inline]
+    fn awaiting_handshake(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            return true;
+        }
+        #[cfg(feature = "websocket")]
+        if self.ws.as_ref().is_some_and(|ws| !ws.is_open()) {
+            return true;
+        }
+        false
+    }
+
     /// Whether packets may be queued: the connection is open, and a WebSocket's handshake
     /// is done and its close frame not sent.
     #[inline]
     fn accepts_packets(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls
+            && tls.is_handshaking()
+        {
+            return false;
+        }
         #[cfg(feature = "websocket")]
         if let Some(ws) = &self.ws
             && !ws.accepts_messages()
@@ -955,16 +1071,27 @@ impl ConnEntry {
         self.queue_frame(body, now) || flush
     }
 
+    /// Whether there is something the socket can be asked to take: queued packets (unless a
+    /// TLS handshake holds them back), or TLS output.
+    #[inline]
+    fn has_output(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.wants_write() || (!self.queue.is_empty() && !tls.is_handshaking());
+        }
+        !self.queue.is_empty()
+    }
+
     /// What epoll should report for this connection in its current state.
     fn wanted_interest(&self) -> Interest {
         match self.state {
             State::Open => Interest {
                 read: self.paused == 0 && !self.peer_eof,
-                write: !self.queue.is_empty(),
+                write: self.has_output(),
             },
             State::Closing => Interest {
                 read: false,
-                write: !self.queue.is_empty(),
+                write: self.has_output(),
             },
             State::Lingering { .. } => Interest::READ,
         }
@@ -1239,6 +1366,11 @@ fn begin_linger(engine: &mut Engine, id: ConnId) {
         end(engine, id, DisconnectReason::PeerClosed);
         return;
     }
+    #[cfg(feature = "tls")]
+    if let Some(tls) = c.tls.as_mut() {
+        tls.close_notify();
+        let _ = tls.write_to(c.fd.as_fd());
+    }
     let cb = c.on_disconnect.take();
     let reason = c
         .close_reason
@@ -1318,7 +1450,7 @@ fn on_ready(engine: &mut Engine, key: Key, ev: Event) {
         return;
     };
     let state = c.state;
-    if ev.writable() && !c.queue.is_empty() {
+    if ev.writable() && c.has_output() {
         let flushed = c.write_queue(now);
         after_flush(engine, id, flushed);
     }
@@ -1399,6 +1531,18 @@ fn read_batch(engine: &mut Engine, id: ConnId) {
             return;
         }
         let step = read_once(now, c);
+        #[cfg(feature = "tls")]
+        if c.on_open.is_some()
+            && !c.framing.is_websocket()
+            && c.tls.as_ref().is_some_and(|t| !t.is_handshaking())
+            && let Some(cb) = c.on_open.take()
+        {
+            cb(engine, id);
+            c = match engine.source_mut::<ConnEntry>(id.0) {
+                Some(c) if c.state == State::Open => c,
+                _ => return,
+            };
+        }
         let drained = match step {
             ReadStep::Packets => false,
             ReadStep::Drained => true,
@@ -1455,11 +1599,14 @@ fn read_batch(engine: &mut Engine, id: ConnId) {
                 _ => return,
             };
         }
-        // The packet deadline runs from the first byte of the packet now partly received.
-        if cut || c.rbuf.is_empty() {
-            c.packet_started = (!c.rbuf.is_empty()).then_some(now);
-        } else if c.packet_started.is_none() {
-            c.packet_started = Some(now);
+        // The packet deadline runs from the first byte of the packet now partly received
+        // (or, until the handshakes are done, from the accept).
+        if !c.awaiting_handshake() {
+            if cut || c.rbuf.is_empty() {
+                c.packet_started = (!c.rbuf.is_empty()).then_some(now);
+            } else if c.packet_started.is_none() {
+                c.packet_started = Some(now);
+            }
         }
         if drained {
             break;
@@ -1469,6 +1616,10 @@ fn read_batch(engine: &mut Engine, id: ConnId) {
 
 /// One read into the receive buffer.
 fn read_once(now: Instant, c: &mut ConnEntry) -> ReadStep {
+    #[cfg(feature = "tls")]
+    if c.tls.is_some() {
+        return read_once_tls(now, c);
+    }
     // An emptied buffer goes back to the start of its allocation when no packet cut from it
     // is still alive (no allocation, no copy), so reads keep landing in the same cache-warm
     // bytes instead of walking through the whole allocation before `reserve` reclaims it.
@@ -1502,6 +1653,40 @@ fn read_once(now: Instant, c: &mut ConnEntry) -> ReadStep {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadStep::Drained,
         Err(e) => ReadStep::End(DisconnectReason::from_io(&e)),
     }
+}
+
+/// [`read_once`] through the TLS session: one read of ciphertext, its plaintext appended to
+/// the receive buffer. What the session has to say (its handshake, an alert) is flushed at
+/// the end of the read batch.
+#[cfg(feature = "tls")]
+fn read_once_tls(now: Instant, c: &mut ConnEntry) -> ReadStep {
+    use super::tls::TlsRead;
+    let Some(tls) = c.tls.as_mut() else {
+        return ReadStep::Drained;
+    };
+    let step = match tls.read(c.fd.as_fd(), &mut c.rbuf) {
+        TlsRead::Read { full } => {
+            c.last_recv = now;
+            if full {
+                ReadStep::Packets
+            } else {
+                ReadStep::Drained
+            }
+        }
+        TlsRead::WouldBlock => ReadStep::Drained,
+        TlsRead::Eof => ReadStep::Eof,
+        TlsRead::Failed(e) => {
+            // Send the alert, if any, on the way out (best effort: the socket may be full).
+            let _ = tls.write_to(c.fd.as_fd());
+            return ReadStep::End(DisconnectReason::Tls {
+                message: e.to_string(),
+            });
+        }
+    };
+    if tls.wants_write() {
+        c.dirty = true;
+    }
+    step
 }
 
 /// Makes room in the receive buffer for the next read; `declared` is the total length of

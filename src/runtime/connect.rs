@@ -71,10 +71,10 @@ fn register(
     };
     let sock = SockIdent::of(id);
     let table = net.table();
-    // A WebSocket is announced once its handshake has succeeded; one that never opens ends
-    // without a word to the owner.
-    let websocket = options.framing().is_websocket();
-    let opened = Rc::new(Cell::new(!websocket));
+    // A TLS or WebSocket connection is announced once its handshakes have succeeded; one
+    // that never opens ends without a word to the owner.
+    let opens_later = options.opens_later();
+    let opened = Rc::new(Cell::new(!opens_later));
     let (on_packet, on_end) = (local.clone(), local.clone());
     let (on_flow, on_input_end, on_open) = (local.clone(), local.clone(), local.clone());
     let (opened_at_open, opened_at_end) = (opened.clone(), opened.clone());
@@ -118,7 +118,7 @@ fn register(
             if let Some(mut st) = table.lock_current(id) {
                 st.conn = Some(conn);
             }
-            if !websocket {
+            if !opens_later {
                 local.stage(sock, NetEvent::Connected { sock, peer });
             }
         }

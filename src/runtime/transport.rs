@@ -30,9 +30,9 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// The options of `listen`/`connect` without options of their own.
     fn default_options(&self) -> ConnOptions;
 
-    /// Whether it serves WebSocket connections (`ConnOptions::websocket`).
-    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
-    fn supports_websocket(&self) -> bool {
+    /// Whether it serves connections that open with a handshake (`ConnOptions::tls`,
+    /// `ConnOptions::websocket`).
+    fn supports_handshakes(&self) -> bool {
         true
     }
 
@@ -117,16 +117,14 @@ fn is_own(system: &SystemInner, owner: &Recipient<NetEvent>) -> bool {
     system_id(owner.system()) == system_id(system)
 }
 
-/// Refuses WebSocket options on a transport without WebSocket.
-fn check_websocket(transport: &dyn Transport, options: &ConnOptions) -> io::Result<()> {
-    #[cfg(feature = "websocket")]
-    if options.websocket.is_some() && !transport.supports_websocket() {
+/// Refuses TLS and WebSocket options on a transport without them.
+fn check_handshakes(transport: &dyn Transport, options: &ConnOptions) -> io::Result<()> {
+    if options.opens_later() && !transport.supports_handshakes() {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            "this transport has no WebSocket",
+            "this transport has no TLS or WebSocket",
         ));
     }
-    let _ = (transport, options);
     Ok(())
 }
 
@@ -169,7 +167,7 @@ impl SystemHandle {
             return Err(foreign_owner());
         }
         let transport = transport_of(&self.inner);
-        check_websocket(transport.as_ref(), &options)?;
+        check_handshakes(transport.as_ref(), &options)?;
         transport.clone().listen(&self.inner, addr, owner, options)
     }
 
@@ -233,11 +231,10 @@ impl SystemHandle {
             let _ = owner.force(NetEvent::ConnectFailed { addr, error });
             return;
         }
-        #[cfg(feature = "websocket")]
-        if options.websocket.is_some() {
+        if options.opens_later() {
             let error = io::Error::new(
                 io::ErrorKind::Unsupported,
-                "WebSocket connections are server side only",
+                "TLS and WebSocket connections are server side only",
             );
             let _ = owner.force(NetEvent::ConnectFailed { addr, error });
             return;

@@ -775,7 +775,7 @@ impl Transport for VirtualNet {
         self.cfg.default_options.clone()
     }
 
-    fn supports_websocket(&self) -> bool {
+    fn supports_handshakes(&self) -> bool {
         false
     }
 

@@ -48,6 +48,12 @@ impl WsSession {
         self.open && !self.close_sent
     }
 
+    /// Whether the handshake is done.
+    #[inline]
+    pub(crate) fn is_open(&self) -> bool {
+        self.open
+    }
+
     /// The length of the frame at the start of `buf`, once its header is there.
     pub(crate) fn declared(&self, buf: &[u8]) -> Option<usize> {
         if self.open {
