@@ -400,6 +400,9 @@ fn the_page_and_the_metrics_are_served_on_the_websocket_port() {
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     let (_, head, _) = upgrade(chat.http, "/ws", Some(&format!("http://{}", chat.http)));
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (_, head, _) = upgrade(chat.http, "/ws?v=1", None);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(http_get(chat.http, "/?v=1").0, 200);
     shutdown_gracefully(system);
 }
 

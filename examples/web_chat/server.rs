@@ -154,7 +154,7 @@ pub fn start(system: &SystemHandle, config: &Config) -> io::Result<WebChat> {
     let metrics = config.metrics.then(|| (system.clone(), stats.clone()));
     let ws = WsOptions::new()
         .max_message_len(MAX_PACKET_LEN)
-        .check_request(|req| req.path() == WS_PATH && same_origin(req))
+        .check_request(|req| route(req) == WS_PATH && same_origin(req))
         .http(move |req| serve_http(req, metrics.as_ref()));
     let started = (|| {
         let http = system.listen_ws_with(config.http, &gate, options.clone(), ws)?;
@@ -188,13 +188,17 @@ fn same_origin(req: &HttpRequest) -> bool {
     host.is_some() && host == req.header("host")
 }
 
+/// The request's path without its query.
+fn route(req: &HttpRequest) -> &str {
+    req.path().split('?').next().unwrap_or("")
+}
+
 /// Answers a plain HTTP request: the page, the metrics, or 404.
 fn serve_http(req: &HttpRequest, metrics: Option<&(SystemHandle, Arc<ChatStats>)>) -> HttpResponse {
-    let path = req.path().split('?').next().unwrap_or("");
     if req.method() != "GET" {
         return HttpResponse::new(405, "text/plain; charset=utf-8", "method not allowed\n");
     }
-    match (path, metrics) {
+    match (route(req), metrics) {
         ("/" | "/index.html", _) => HttpResponse::ok("text/html; charset=utf-8", INDEX_HTML),
         ("/metrics", Some((system, stats))) => HttpResponse::ok(
             "text/plain; version=0.0.4; charset=utf-8",
