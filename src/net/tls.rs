@@ -4,8 +4,8 @@
 //! The connection reads ciphertext, hands it to the TLS session, and cuts packets out of the
 //! plaintext as usual; what it sends is queued as plaintext (so watermarks, limits and
 //! policies count plaintext bytes) and encrypted as the socket takes it. The handshake runs
-//! on the socket's poller like every other read: each readiness event reads at most
-//! [`READ_CHUNK`](self) bytes a few times before the other sockets get their turn, and
+//! on the socket's poller like every other read: each readiness event reads about one record
+//! at a time, a few times, before the other sockets get their turn, and
 //! rustls does the work of the records that arrived, so a client that sends its handshake
 //! slowly costs nothing while it waits, and a handshake never holds the poller for more than
 //! the records at hand. A handshake must complete within the connection's packet deadline
@@ -44,13 +44,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection};
 use std::fmt;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 
-/// How much ciphertext one read takes at most (a little over one TLS record).
-const CIPHER_CHUNK: usize = 16 * 1024 + 256;
+/// A read of ciphertext this large may have left more in the socket (the session reads
+/// about one record's worth at a time).
+const FULL_READ: usize = 16 * 1024;
 /// The most plaintext a session buffers for encryption beyond the connection's own queue.
 const TLS_BUFFER: usize = 64 * 1024;
 
@@ -151,43 +152,42 @@ impl TlsSession {
         self.conn.wants_write()
     }
 
-    /// Reads ciphertext once from `fd`, and appends the plaintext it carries to `rbuf`.
+    /// Reads ciphertext once from `fd` (straight into the session's buffer), and appends
+    /// the plaintext it carries to `rbuf`.
     pub(crate) fn read(&mut self, fd: BorrowedFd<'_>, rbuf: &mut BytesMut) -> TlsRead {
-        let mut cipher = [MaybeUninit::<u8>::uninit(); CIPHER_CHUNK];
-        let n = match sys::recv_into(fd, &mut cipher) {
+        let n = match self.conn.read_tls(&mut FdReader(fd)) {
             Ok(0) => return TlsRead::Eof,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return TlsRead::WouldBlock,
             Err(e) => return TlsRead::Failed(e),
         };
-        // SAFETY: `recv_into` initialised the first `n` bytes.
-        let mut input: &[u8] = unsafe { std::slice::from_raw_parts(cipher.as_ptr().cast(), n) };
-        while !input.is_empty() {
-            if let Err(e) = self.conn.read_tls(&mut input) {
-                return TlsRead::Failed(e);
-            }
-            let state = match self.conn.process_new_packets() {
-                Ok(state) => state,
-                Err(e) => return TlsRead::Failed(io::Error::new(io::ErrorKind::InvalidData, e)),
-            };
-            let plain = state.plaintext_bytes_to_read();
-            if plain > 0 {
-                let start = rbuf.len();
-                rbuf.resize(start + plain, 0);
-                match self.conn.reader().read(&mut rbuf[start..]) {
-                    Ok(got) => rbuf.truncate(start + got),
-                    Err(e) => {
-                        rbuf.truncate(start);
-                        return TlsRead::Failed(e);
-                    }
-                }
-            }
-            if state.peer_has_closed() {
-                return TlsRead::Eof;
+        let state = match self.conn.process_new_packets() {
+            Ok(state) => state,
+            Err(e) => return TlsRead::Failed(io::Error::new(io::ErrorKind::InvalidData, e)),
+        };
+        let mut plain = state.plaintext_bytes_to_read();
+        let peer_closed = state.peer_has_closed();
+        if plain > 0 {
+            rbuf.reserve(plain);
+            // Copied once, from the session's buffers into the receive buffer.
+            let mut reader = self.conn.reader();
+            while plain > 0 {
+                let chunk = match reader.fill_buf() {
+                    Ok(chunk) if !chunk.is_empty() => chunk,
+                    Ok(_) => break,
+                    Err(e) => return TlsRead::Failed(e),
+                };
+                let got = chunk.len();
+                rbuf.extend_from_slice(chunk);
+                reader.consume(got);
+                plain = plain.saturating_sub(got);
             }
         }
+        if peer_closed {
+            return TlsRead::Eof;
+        }
         TlsRead::Read {
-            full: n == CIPHER_CHUNK,
+            full: n >= FULL_READ,
         }
     }
 
@@ -215,6 +215,18 @@ impl TlsSession {
     /// Queues a `close_notify` alert (written by the next [`TlsSession::write_to`]).
     pub(crate) fn close_notify(&mut self) {
         self.conn.send_close_notify();
+    }
+}
+
+/// A socket as an `io::Read` for `read_tls`.
+struct FdReader<'a>(BorrowedFd<'a>);
+
+impl Read for FdReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and `recv_into` only
+        // writes initialised bytes into the slice, so it stays initialised.
+        let buf = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
+        sys::recv_into(self.0, buf)
     }
 }
 
