@@ -112,10 +112,10 @@ fn close_refuses_later_connects_and_is_idempotent() {
     assert!(!listener.is_accepting());
     eventually("connects to be refused", || {
         match TcpStream::connect(addr) {
-            Err(e) => {
-                assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
-                true
-            }
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => true,
+            // Reset: it reached the backlog just before the socket closed.
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => false,
+            Err(e) => panic!("a connect to a closed listener failed with {e}"),
             // Still in the backlog of the socket about to close: try again.
             Ok(_) => false,
         }
