@@ -227,9 +227,26 @@ impl<A: Actor> ActorCell<A> {
         msg: A::Msg,
         force: bool,
     ) -> Result<(), PushError<A::Msg>> {
-        self.mailbox.push(msg, force)?;
+        if let Err(e) = self.mailbox.push(msg, force) {
+            if matches!(e, PushError::Full(_)) {
+                self.refused_full();
+            }
+            return Err(e);
+        }
         self.notify();
         Ok(())
+    }
+
+    /// A send refused because the mailbox was full: counted (and traced).
+    #[cold]
+    fn refused_full(&self) {
+        self.system.count_refused_full();
+        trace_event!(
+            DEBUG,
+            actor = self.id.0,
+            actor_type = std::any::type_name::<A>(),
+            "send refused: mailbox full"
+        );
     }
 
     pub(crate) fn push_system(self: &Arc<Self>, msg: SystemMsg) -> Result<(), SystemMsg> {
@@ -287,6 +304,7 @@ impl<A: Actor> ActorCell<A> {
         stop: &mut Option<StopReason>,
         msg: String,
     ) {
+        trace_event!(WARN, actor = self.id.0, actor_type = std::any::type_name::<A>(), panic = %msg, "handler panicked");
         self.on_failure(st, stop, StopReason::Panicked(msg));
     }
 
@@ -572,11 +590,26 @@ impl<A: Actor> ActorCell<A> {
 
     /// One turn: system messages first, then up to `budget` user messages. Returns true if
     /// messages are left and the actor must be queued again.
-    fn turn(self: &Arc<Self>, budget: usize) -> Turn {
+    fn turn(self: &Arc<Self>, budget: usize, mark: &TurnMark) -> Turn {
         self.sched.start_run();
         // SAFETY: the state is RUNNING, set by this thread; no other thread touches `run`
         // until this turn ends by leaving RUNNING (try_idle / reschedule) or never (stopped).
         let st = self.run.with_mut(|p| unsafe { &mut *p });
+        let before = self.started_msgs();
+        let clock = mark.counters.turn_begins();
+        let turn = in_turn_span!(
+            self.id,
+            std::any::type_name::<A>(),
+            st.names.first().map(String::as_str),
+            self.started_msgs().wrapping_sub(before),
+            self.turn_in(st, budget, mark)
+        );
+        mark.counters
+            .turn_ends(self.started_msgs().wrapping_sub(before), clock);
+        turn
+    }
+
+    fn turn_in(self: &Arc<Self>, st: &mut RunState<A>, budget: usize, mark: &TurnMark) -> Turn {
         let mut stop: Option<StopReason> = None;
         if !st.started {
             st.started = true;
@@ -589,7 +622,10 @@ impl<A: Actor> ActorCell<A> {
             let (system_waiting, drained) = if st.suspended {
                 (self.mailbox.has_system(), true)
             } else {
-                self.mailbox.take_batch(&mut st.batch, budget - handled)
+                let (system, drained, depth) =
+                    self.mailbox.take_batch(&mut st.batch, budget - handled);
+                mark.counters.saw_depth(depth);
+                (system, drained)
             };
             if system_waiting {
                 self.handle_system(st, &mut stop);
@@ -723,7 +759,7 @@ impl<A: Actor> Runnable for ActorCell<A> {
         // is the pointer `Arc::into_raw` would give; `ManuallyDrop` leaves the count alone.
         let this = ManuallyDrop::new(unsafe { Arc::from_raw(self as *const Self) });
         mark.begin(self.id);
-        let turn = this.turn(budget);
+        let turn = this.turn(budget, mark);
         mark.end();
         turn
     }
@@ -795,6 +831,10 @@ impl<A: Actor> Stoppable for ActorCell<A> {
 
     fn type_name(&self) -> &'static str {
         std::any::type_name::<A>()
+    }
+
+    fn counts(&self) -> (u64, usize) {
+        (self.started_msgs(), self.mailbox.len())
     }
 
     fn idle_and_empty(&self) -> (bool, u64) {
@@ -958,7 +998,10 @@ where
         self.mailbox
             .push_map(msg, A::Msg::from, force)
             .map_err(|e| match e {
-                PushError::Full(m) => TrySendError::Full(m),
+                PushError::Full(m) => {
+                    self.refused_full();
+                    TrySendError::Full(m)
+                }
                 PushError::Closed(m) => TrySendError::Closed(m),
             })?;
         Ok(self.sched.notify())

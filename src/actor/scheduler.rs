@@ -30,6 +30,7 @@
 //! it. The switch sits where a task or timer comes from outside the pool, behind the check for
 //! the current worker, so a worker's own scheduling never looks at it.
 
+use super::metrics::TurnTotals;
 use super::stall::TurnMark;
 use super::timers::{TimerFn, TimerKey, TimerQueue};
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
@@ -324,6 +325,13 @@ impl Scheduler {
     /// drives it).
     pub(crate) fn workers(&self) -> usize {
         self.stealers.len().max(1)
+    }
+
+    /// Adds the workers' turn counters to `totals`.
+    pub(crate) fn add_turns(&self, totals: &mut TurnTotals) {
+        for w in &self.workers {
+            w.turn.counters.add_to(totals);
+        }
     }
 
     /// Queues a task: on the current worker if this thread is one of ours, else globally.
@@ -679,6 +687,11 @@ impl WorkerLocal {
         Some(t)
     }
 
+    /// Timers pending on both wheels.
+    fn timers_pending(&self) -> usize {
+        self.timers.borrow().len() + self.actor_timers.borrow().len()
+    }
+
     /// The earliest deadline of either wheel (two branches when both are empty).
     fn next_timer(&self) -> Option<Instant> {
         let a = self.timers.borrow_mut().next_deadline();
@@ -835,6 +848,7 @@ pub(crate) fn run_worker(
         } else {
             recheck
         };
+        shared.turn.counters.set_timers(local.timers_pending());
         let next_timer = local.next_timer();
         if let Some(next) = next_timer {
             let until = next.saturating_duration_since(Instant::now());

@@ -254,16 +254,18 @@ impl<M, S> Mailbox<M, S> {
 
     /// Moves up to `max` user messages into `batch` (which the caller has emptied) under one
     /// lock; when they all fit, the two queues are swapped, which copies nothing. Returns
-    /// whether a system message is waiting, and whether the user lane was emptied.
-    pub fn take_batch(&self, batch: &mut VecDeque<M>, max: usize) -> (bool, bool) {
+    /// whether a system message is waiting, whether the user lane was emptied, and how many
+    /// user messages it held before (for the metrics' high-water mark).
+    pub fn take_batch(&self, batch: &mut VecDeque<M>, max: usize) -> (bool, bool, usize) {
         let mut lanes = self.lanes.lock();
-        let drained = lanes.user.len() <= max;
+        let depth = lanes.user.len();
+        let drained = depth <= max;
         if drained {
             std::mem::swap(&mut lanes.user, batch);
         } else {
             batch.extend(lanes.user.drain(..max));
         }
-        (!lanes.system.is_empty(), drained)
+        (!lanes.system.is_empty(), drained, depth)
     }
 
     /// Moves the user messages that `pick` accepts (converted) to the end of `taken`, in
@@ -326,10 +328,10 @@ mod tests {
         assert!(matches!(m.push(3, false), Err(PushError::Full(3))));
         assert!(m.push(4, true).is_ok(), "forced pushes ignore the capacity");
         let mut batch = VecDeque::new();
-        assert_eq!(m.take_batch(&mut batch, 2), (false, false));
+        assert_eq!(m.take_batch(&mut batch, 2), (false, false, 3));
         assert_eq!(batch, [1, 2]);
         batch.clear();
-        assert_eq!(m.take_batch(&mut batch, 10), (false, true));
+        assert_eq!(m.take_batch(&mut batch, 10), (false, true, 1));
         assert_eq!(batch, [4]);
         let _ = m.close();
         assert!(matches!(m.push(5, true), Err(PushError::Closed(5))));
@@ -347,7 +349,7 @@ mod tests {
         assert!(!m.drained());
         assert!(m.push_front_batch_map([7u32, 8].into_iter(), |v| v));
         let mut batch = VecDeque::new();
-        assert_eq!(m.take_batch(&mut batch, 10), (true, true));
+        assert_eq!(m.take_batch(&mut batch, 10), (true, true, 4));
         assert_eq!(batch, [7, 8, 1, 2]);
         assert!(m.drained());
     }

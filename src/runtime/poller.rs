@@ -15,11 +15,14 @@
 use super::NetEvent;
 use super::broadcast::{BroadcastInbox, Delivery, PollerInboxes};
 use super::listener::ListenerShared;
+use super::net_stats::{NetStats, PollerCounters};
 use super::sock_ident::SockIdent;
 use super::table::{Life, PollerLink, SockTable, TableLease};
 use crate::actor::Recipient;
 use crate::actor::scheduler::{Driver, Unpark};
-use crate::net::{ConnId, ConnOptions, Engine, EngineHandle, PAUSED_BY_CONSUMER, PAUSED_BY_USER};
+use crate::net::{
+    ConnId, ConnOptions, Engine, EngineHandle, HEADER_LEN, PAUSED_BY_CONSUMER, PAUSED_BY_USER,
+};
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, thread_local};
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -59,6 +62,8 @@ pub(crate) struct NetShared {
     /// the connection limit.
     pub(crate) accept_pauses: AtomicU64,
     pub(crate) accept_refusals: AtomicU64,
+    /// The metrics' network counters (also reachable from the socket table).
+    pub(crate) stats: Arc<NetStats>,
 }
 
 impl NetShared {
@@ -69,6 +74,8 @@ impl NetShared {
         owner_backlog: usize,
         default_options: ConnOptions,
     ) -> NetShared {
+        let stats = Arc::new(NetStats::new(engines.len()));
+        lease.table().set_net_stats(Some(stats.clone()));
         NetShared {
             pollers: engines
                 .into_iter()
@@ -88,6 +95,7 @@ impl NetShared {
             wait_errors: AtomicU64::new(0),
             accept_pauses: AtomicU64::new(0),
             accept_refusals: AtomicU64::new(0),
+            stats,
         }
     }
 
@@ -173,6 +181,29 @@ impl NetShared {
             self.mark_dirty(poller, index);
         }
     }
+}
+
+/// Counts the packets in `events` (one poller's staged events) and the sockets they end.
+pub(crate) fn count_delivered<'a>(
+    counters: &PollerCounters,
+    events: impl Iterator<Item = &'a NetEvent>,
+) {
+    let (mut packets, mut bytes) = (0u64, 0u64);
+    for ev in events {
+        match ev {
+            NetEvent::Packet { packet, .. } => {
+                packets += 1;
+                bytes += packet.len() as u64;
+            }
+            NetEvent::Disconnected { sock, reason } => {
+                counters.closed(reason);
+                trace_event!(DEBUG, sock = %sock, reason = %reason, kind = super::net_stats::close_reason_label(reason), "disconnect");
+                let _ = sock;
+            }
+            _ => {}
+        }
+    }
+    counters.delivered(packets, bytes);
 }
 
 /// The [`Unpark`] of a poller: its engine's wake-up.
@@ -276,7 +307,8 @@ impl Poller {
         let Poller { engine, net, local } = self;
         let table = net.table();
         let shared = &net.pollers[local.index];
-        let broadcast = shared.bcast.run(engine);
+        let counters = net.stats.poller(local.index);
+        let broadcast = shared.bcast.run(engine, counters);
         let mut dirty = std::mem::take(&mut local.state.borrow_mut().dirty);
         if shared.remote_pending.load(Ordering::Acquire) {
             let mut remote = shared.remote_dirty.lock().unwrap();
@@ -309,6 +341,9 @@ impl Poller {
                 let mut st = slot.state.lock();
                 st.flush_pending = false;
                 std::mem::swap(&mut st.outbox, &mut frames);
+                // Every queued packet counted its header in `outbox_bytes`.
+                let n = frames.len();
+                counters.sent(n as u64, (st.outbox_bytes - n * HEADER_LEN) as u64);
                 st.outbox_bytes = 0;
                 let close = st.life == Life::Closing { told_conn: false };
                 if close {
@@ -369,6 +404,10 @@ impl Poller {
         // The socket of the run being collected, and whether the run holds its
         // `Disconnected`.
         let mut run: Option<(SockIdent, bool)> = None;
+        count_delivered(
+            self.net.stats.poller(self.local.index),
+            staged.iter().map(|(_, ev)| ev),
+        );
         for (sock, ev) in staged.drain(..) {
             if let Some((c, ends)) = run
                 && c != sock
