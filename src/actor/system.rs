@@ -323,6 +323,10 @@ impl SystemInner {
             refused_full: n(&self.life.refused_full),
             ..ActorCounts::default()
         };
+        // The turn counters first: a message counted there has been counted as started
+        // (per name) already, so a snapshot never shows more handled than started.
+        self.sched.add_turns(&mut counts.turns);
+        self.blocking.add_turns(&mut counts.turns);
         let mut started = std::collections::HashMap::new();
         for a in self.live_snapshot() {
             let (msgs, queued) = a.counts();
@@ -335,8 +339,6 @@ impl SystemInner {
             }
         });
         counts.by_name.sort();
-        self.sched.add_turns(&mut counts.turns);
-        self.blocking.add_turns(&mut counts.turns);
         counts
     }
 
