@@ -60,6 +60,8 @@ pub use actor::{
 };
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};
+#[cfg(not(loom))]
+pub use net::signal;
 pub use net::{ConnOptions, DisconnectReason};
 pub use runtime::{
     Builder, CloseWhenHandled, ClosedSockets, ListenOptions, ListenerHandle, Metrics, NetEvent,

@@ -9,6 +9,8 @@ pub(crate) mod sys;
 mod conn;
 mod engine;
 pub mod packet;
+#[cfg(not(loom))]
+pub mod signal;
 
 pub use conn::{
     ConnId, ConnOptions, Connection, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, DEFAULT_PACKET_TIMEOUT,

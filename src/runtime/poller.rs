@@ -343,7 +343,10 @@ impl Poller {
                 std::mem::swap(&mut st.outbox, &mut frames);
                 // Every queued packet counted its header in `outbox_bytes`.
                 let n = frames.len();
-                counters.sent(n as u64, (st.outbox_bytes - n * HEADER_LEN) as u64);
+                counters.sent(
+                    n as u64,
+                    st.outbox_bytes.saturating_sub(n * HEADER_LEN) as u64,
+                );
                 st.outbox_bytes = 0;
                 let close = st.life == Life::Closing { told_conn: false };
                 if close {
