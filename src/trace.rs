@@ -3,7 +3,8 @@
 //! of them).
 //!
 //! Spans and events go to the target `kendynet`: a turn of an actor is a `turn` span at
-//! TRACE level (fields `actor`, `actor_type`, `name`, `messages`); sockets accepted,
+//! TRACE level (fields `actor`, `actor_type`, `name` (a registered name, if any),
+//! `messages`); sockets accepted,
 //! connected and disconnected (with `reason` and its `kind`) are DEBUG events; sends
 //! refused because a mailbox or a write queue was full are DEBUG events; restarts are INFO;
 //! panics, watchdog stalls and dropped messages are WARN.
@@ -21,31 +22,61 @@ macro_rules! trace_event {
     ($($rest:tt)*) => {};
 }
 
-/// Runs `$body` inside a `turn` span of actor `$id` (type `$ty`, registered name `$name`, an
-/// `Option<&str>`), recording the messages it handled (`$messages`, evaluated after the
-/// body) in the span.
+/// A `turn` span, entered until it drops; then it records how far the actor's count of
+/// messages started moved meanwhile (whichever way the turn returned).
 #[cfg(all(feature = "tracing", not(loom)))]
-macro_rules! in_turn_span {
-    ($id:expr, $ty:expr, $name:expr, $messages:expr, $body:expr) => {{
+pub(crate) struct TurnSpan<'a> {
+    span: Option<::tracing::span::EnteredSpan>,
+    started: &'a crate::sync::AtomicU64,
+    before: u64,
+}
+
+#[cfg(all(feature = "tracing", not(loom)))]
+impl<'a> TurnSpan<'a> {
+    pub(crate) fn enter(
+        actor: u64,
+        actor_type: &'static str,
+        name: Option<&str>,
+        started: &'a crate::sync::AtomicU64,
+    ) -> TurnSpan<'a> {
         let span = ::tracing::trace_span!(
             target: "kendynet",
             "turn",
-            actor = $id.0,
-            actor_type = $ty,
-            name = $name,
+            actor,
+            actor_type,
+            name,
             messages = ::tracing::field::Empty,
         );
-        let entered = span.enter();
-        let out = $body;
-        span.record("messages", $messages);
-        drop(entered);
-        out
-    }};
+        TurnSpan {
+            span: Some(span.entered()),
+            before: started.load(crate::sync::Ordering::Relaxed),
+            started,
+        }
+    }
+}
+
+#[cfg(all(feature = "tracing", not(loom)))]
+impl Drop for TurnSpan<'_> {
+    fn drop(&mut self) {
+        if let Some(span) = self.span.take() {
+            let now = self.started.load(crate::sync::Ordering::Relaxed);
+            span.record("messages", now.wrapping_sub(self.before));
+        }
+    }
+}
+
+/// `let _span = turn_span!(actor_id, type_name, name, &started_count);`: a [`TurnSpan`]
+/// with the feature, `()` without.
+#[cfg(all(feature = "tracing", not(loom)))]
+macro_rules! turn_span {
+    ($id:expr, $ty:expr, $name:expr, $started:expr) => {
+        crate::trace::TurnSpan::enter($id.0, $ty, $name, $started)
+    };
 }
 
 #[cfg(not(all(feature = "tracing", not(loom))))]
-macro_rules! in_turn_span {
-    ($id:expr, $ty:expr, $name:expr, $messages:expr, $body:expr) => {
-        $body
+macro_rules! turn_span {
+    ($id:expr, $ty:expr, $name:expr, $started:expr) => {
+        ()
     };
 }

@@ -3,7 +3,7 @@
 //! no actor type: a dedicated thread runs turns of a [`Runnable`], the pool runs boxed jobs.
 
 use super::ActorId;
-use super::metrics::{TurnCounters, TurnTotals};
+use super::metrics::{TurnCounters, TurnSampler, TurnTotals};
 use super::scheduler::{Runnable, TURN_BUDGET, Turn};
 use super::stall::TurnMark;
 use crate::sync::{Arc, AtomicUsize, Condvar, Mutex, Ordering, thread};
@@ -275,11 +275,15 @@ fn pool_thread(shared: &Shared) {
 fn dedicated_thread(home: &Home, cell: Arc<dyn Runnable>, turns: &TurnCounters) {
     // Its actor is expected to block: no watchdog looks at this mark.
     let mark = TurnMark::new();
+    let mut sampler = TurnSampler::new();
     loop {
         home.wait();
         loop {
-            let turn = cell.run_turn(TURN_BUDGET, &mark);
-            mark.counters.merge_into(turns);
+            let turn = if sampler.due() {
+                TurnSampler::timed(turns, true, || cell.run_turn(TURN_BUDGET, &mark))
+            } else {
+                cell.run_turn(TURN_BUDGET, &mark)
+            };
             match turn {
                 Turn::Done => break,
                 Turn::Again => continue,

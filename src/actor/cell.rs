@@ -304,7 +304,13 @@ impl<A: Actor> ActorCell<A> {
         stop: &mut Option<StopReason>,
         msg: String,
     ) {
-        trace_event!(WARN, actor = self.id.0, actor_type = std::any::type_name::<A>(), panic = %msg, "handler panicked");
+        trace_event!(
+            WARN,
+            actor = self.id.0,
+            actor_type = std::any::type_name::<A>(),
+            panic = %msg,
+            "handler panicked"
+        );
         self.on_failure(st, stop, StopReason::Panicked(msg));
     }
 
@@ -590,26 +596,17 @@ impl<A: Actor> ActorCell<A> {
 
     /// One turn: system messages first, then up to `budget` user messages. Returns true if
     /// messages are left and the actor must be queued again.
-    fn turn(self: &Arc<Self>, budget: usize, mark: &TurnMark) -> Turn {
+    fn turn(self: &Arc<Self>, budget: usize) -> Turn {
         self.sched.start_run();
         // SAFETY: the state is RUNNING, set by this thread; no other thread touches `run`
         // until this turn ends by leaving RUNNING (try_idle / reschedule) or never (stopped).
         let st = self.run.with_mut(|p| unsafe { &mut *p });
-        let before = self.started_msgs();
-        let clock = mark.counters.turn_begins();
-        let turn = in_turn_span!(
+        let _span = turn_span!(
             self.id,
             std::any::type_name::<A>(),
             st.names.first().map(String::as_str),
-            self.started_msgs().wrapping_sub(before),
-            self.turn_in(st, budget, mark)
+            &self.started_msgs
         );
-        mark.counters
-            .turn_ends(self.started_msgs().wrapping_sub(before), clock);
-        turn
-    }
-
-    fn turn_in(self: &Arc<Self>, st: &mut RunState<A>, budget: usize, mark: &TurnMark) -> Turn {
         let mut stop: Option<StopReason> = None;
         if !st.started {
             st.started = true;
@@ -622,10 +619,7 @@ impl<A: Actor> ActorCell<A> {
             let (system_waiting, drained) = if st.suspended {
                 (self.mailbox.has_system(), true)
             } else {
-                let (system, drained, depth) =
-                    self.mailbox.take_batch(&mut st.batch, budget - handled);
-                mark.counters.saw_depth(depth);
-                (system, drained)
+                self.mailbox.take_batch(&mut st.batch, budget - handled)
             };
             if system_waiting {
                 self.handle_system(st, &mut stop);
@@ -691,6 +685,9 @@ impl<A: Actor> ActorCell<A> {
         drained: bool,
     ) -> Arc<dyn Runnable> {
         *self.stop_reason.lock().unwrap() = Some(reason.clone());
+        // Its counts stay in the system's metrics once it has left the live table.
+        self.system
+            .retire_counts(self.started_msgs(), self.mailbox.high_water());
         let (unhandled, system) = self.mailbox.close();
         let dropped = unhandled.len() + st.batch.len();
         if dropped > 0 {
@@ -759,7 +756,7 @@ impl<A: Actor> Runnable for ActorCell<A> {
         // is the pointer `Arc::into_raw` would give; `ManuallyDrop` leaves the count alone.
         let this = ManuallyDrop::new(unsafe { Arc::from_raw(self as *const Self) });
         mark.begin(self.id);
-        let turn = this.turn(budget, mark);
+        let turn = this.turn(budget);
         mark.end();
         turn
     }
@@ -833,8 +830,12 @@ impl<A: Actor> Stoppable for ActorCell<A> {
         std::any::type_name::<A>()
     }
 
-    fn counts(&self) -> (u64, usize) {
-        (self.started_msgs(), self.mailbox.len())
+    fn counts(&self) -> (u64, usize, usize) {
+        (
+            self.started_msgs(),
+            self.mailbox.len(),
+            self.mailbox.high_water(),
+        )
     }
 
     fn idle_and_empty(&self) -> (bool, u64) {

@@ -1,13 +1,15 @@
 //! Counters of the actor core, for [`SystemHandle::metrics`](super::SystemHandle::metrics).
 //!
-//! The hot counters (turns, messages, mailbox high-water, handler time) are kept per worker,
-//! beside its [`TurnMark`](super::stall::TurnMark), and written only by that worker: a plain
-//! load and store of a line no other thread writes, never a shared read-modify-write per
-//! message. A snapshot sums the workers' counters with `Relaxed` loads, so it is cheap when
-//! nobody reads it and only approximately simultaneous when someone does.
+//! Nothing is counted per message that was not counted already: each actor keeps the count
+//! of messages it started (its own cache line, written by the thread running it) and its
+//! mailbox keeps its high-water mark under the lock its consumer takes anyway; a snapshot
+//! scans the live actors, and an actor that stops hands its counts to the system.
 //!
 //! Handler time is sampled: one turn in [`HANDLER_TIME_SAMPLE`] on each worker reads the
-//! clock twice. Reading it on every turn would cost more than the turn of a small handler.
+//! clock twice, into counters of that worker's own ([`TurnCounters`], beside its
+//! [`TurnMark`](super::stall::TurnMark), written by it alone: a plain load and store, never
+//! a shared read-modify-write). Reading the clock on every turn would cost more than the
+//! turn of a small handler.
 
 use crate::sync::Ordering;
 use crate::sync::unmodelled::AtomicU64;
@@ -74,24 +76,19 @@ pub(crate) fn bucket_of(d: Duration) -> usize {
     i.min(HANDLER_TIME_BUCKETS - 1)
 }
 
-/// One worker's counters. Written by that worker only (so a load and a store, no
-/// read-modify-write), read by snapshots; [`TurnCounters::merge_into`] folds a thread's
-/// counters into shared ones for threads without a slot of their own.
+/// One worker's counters: its sample of turn times and its pending timers. Written by that
+/// worker only (so a load and a store, no read-modify-write), read by snapshots;
+/// [`TurnCounters::record_shared`] is for counters that several threads share.
 pub(crate) struct TurnCounters {
-    turns: AtomicU64,
-    messages: AtomicU64,
-    depth_max: AtomicU64,
     time_sum_ns: AtomicU64,
     time_buckets: [AtomicU64; HANDLER_TIME_BUCKETS],
-    /// Timers pending on this worker's wheels (as of its last loop).
+    /// Timers pending on this worker's wheels (as of its last pass).
     timers: AtomicU64,
 }
 
 /// A sum of counters.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TurnTotals {
-    pub(crate) messages: u64,
-    pub(crate) depth_max: u64,
     pub(crate) timers: u64,
     pub(crate) handler_time: HandlerTime,
 }
@@ -101,52 +98,65 @@ fn bump(a: &AtomicU64, n: u64) {
     a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
+/// Which turns a thread times: one in [`HANDLER_TIME_SAMPLE`], counted on the thread (an
+/// add, a test and a branch per turn; the timed turns run through a cold path that reads
+/// the clock).
+pub(crate) struct TurnSampler(u64);
+
+const _: () = assert!(HANDLER_TIME_SAMPLE.is_power_of_two());
+
+impl TurnSampler {
+    pub(crate) fn new() -> TurnSampler {
+        TurnSampler(u64::MAX)
+    }
+
+    /// Whether the next turn is one to time (the first is).
+    #[inline]
+    pub(crate) fn due(&mut self) -> bool {
+        self.0 = self.0.wrapping_add(1);
+        self.0 & (HANDLER_TIME_SAMPLE - 1) == 0
+    }
+
+    /// Runs `turn` and records how long it took into `counters` (`shared`: counters that
+    /// other threads write too).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn timed<T>(counters: &TurnCounters, shared: bool, turn: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = turn();
+        let took = start.elapsed();
+        if shared {
+            counters.record_shared(took);
+        } else {
+            counters.record(took);
+        }
+        out
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
 impl TurnCounters {
     pub(crate) fn new() -> TurnCounters {
         TurnCounters {
-            turns: AtomicU64::new(0),
-            messages: AtomicU64::new(0),
-            depth_max: AtomicU64::new(0),
             time_sum_ns: AtomicU64::new(0),
             time_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             timers: AtomicU64::new(0),
         }
     }
 
-    /// A turn starts: the clock, if this turn is one of the timed ones.
-    #[inline]
-    pub(crate) fn turn_begins(&self) -> Option<Instant> {
-        (self.turns.load(Ordering::Relaxed) % HANDLER_TIME_SAMPLE == 0).then(Instant::now)
-    }
-
-    /// A turn that handled `messages` ended; `clock`: from [`TurnCounters::turn_begins`].
-    #[inline]
-    pub(crate) fn turn_ends(&self, messages: u64, clock: Option<Instant>) {
-        bump(&self.turns, 1);
-        if messages != 0 {
-            bump(&self.messages, messages);
-        }
-        if let Some(start) = clock {
-            self.timed(start.elapsed());
-        }
-    }
-
-    #[cold]
-    fn timed(&self, d: Duration) {
-        bump(
-            &self.time_sum_ns,
-            d.as_nanos().min(u128::from(u64::MAX)) as u64,
-        );
+    /// A timed turn took `d` (called by the counters' own thread only).
+    pub(crate) fn record(&self, d: Duration) {
+        bump(&self.time_sum_ns, nanos(d));
         bump(&self.time_buckets[bucket_of(d)], 1);
     }
 
-    /// A mailbox held `depth` user messages when its actor took a batch.
-    #[inline]
-    pub(crate) fn saw_depth(&self, depth: usize) {
-        let depth = depth as u64;
-        if depth > self.depth_max.load(Ordering::Relaxed) {
-            self.depth_max.store(depth, Ordering::Relaxed);
-        }
+    /// A timed turn took `d`, on counters that several threads share.
+    pub(crate) fn record_shared(&self, d: Duration) {
+        self.time_sum_ns.fetch_add(nanos(d), Ordering::Relaxed);
+        self.time_buckets[bucket_of(d)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// This worker holds `n` pending timers.
@@ -158,8 +168,6 @@ impl TurnCounters {
     /// Adds these counters to `totals`.
     pub(crate) fn add_to(&self, totals: &mut TurnTotals) {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        totals.messages += n(&self.messages);
-        totals.depth_max = totals.depth_max.max(n(&self.depth_max));
         totals.timers += n(&self.timers);
         let t = &mut totals.handler_time;
         t.sum += Duration::from_nanos(n(&self.time_sum_ns));
@@ -167,28 +175,6 @@ impl TurnCounters {
             let k = n(a);
             *b += k;
             t.count += k;
-        }
-    }
-
-    /// Moves these counters (a thread's own, written by it alone) into `shared`, which
-    /// several threads merge into (read-modify-writes), and zeroes them.
-    pub(crate) fn merge_into(&self, shared: &TurnCounters) {
-        let take = |a: &AtomicU64| a.swap(0, Ordering::Relaxed);
-        shared.turns.fetch_add(take(&self.turns), Ordering::Relaxed);
-        shared
-            .messages
-            .fetch_add(take(&self.messages), Ordering::Relaxed);
-        shared
-            .depth_max
-            .fetch_max(take(&self.depth_max), Ordering::Relaxed);
-        shared
-            .time_sum_ns
-            .fetch_add(take(&self.time_sum_ns), Ordering::Relaxed);
-        for (s, a) in shared.time_buckets.iter().zip(&self.time_buckets) {
-            let k = take(a);
-            if k != 0 {
-                s.fetch_add(k, Ordering::Relaxed);
-            }
         }
     }
 }
@@ -202,6 +188,10 @@ pub(crate) struct LifeCounters {
     pub(crate) restarted: AtomicU64,
     /// Sends refused because the mailbox was full.
     pub(crate) refused_full: AtomicU64,
+    /// Messages started by actors that have stopped (the live ones keep their own count),
+    /// and the highest mailbox high-water mark among them.
+    pub(crate) retired_messages: AtomicU64,
+    pub(crate) retired_high_water: AtomicU64,
 }
 
 impl LifeCounters {
@@ -211,6 +201,8 @@ impl LifeCounters {
             stopped: AtomicU64::new(0),
             restarted: AtomicU64::new(0),
             refused_full: AtomicU64::new(0),
+            retired_messages: AtomicU64::new(0),
+            retired_high_water: AtomicU64::new(0),
         }
     }
 
@@ -227,7 +219,9 @@ pub(crate) struct ActorCounts {
     pub(crate) stopped: u64,
     pub(crate) restarted: u64,
     pub(crate) refused_full: u64,
+    pub(crate) messages: u64,
     pub(crate) mailbox_depth: usize,
+    pub(crate) high_water: usize,
     pub(crate) by_name: Vec<(String, u64)>,
     pub(crate) turns: TurnTotals,
 }
@@ -254,27 +248,23 @@ mod tests {
 
     #[test]
     fn one_turn_in_the_sample_is_timed() {
+        let mut sampler = TurnSampler::new();
         let c = TurnCounters::new();
+        let mut ran = 0;
         for _ in 0..HANDLER_TIME_SAMPLE * 3 {
-            let clock = c.turn_begins();
-            c.turn_ends(2, clock);
+            if sampler.due() {
+                TurnSampler::timed(&c, false, || ran += 1);
+            }
         }
-        c.saw_depth(7);
-        c.saw_depth(3);
+        assert_eq!(ran, 3);
+        c.record_shared(Duration::from_micros(3));
+        c.set_timers(4);
         let mut t = TurnTotals::default();
         c.add_to(&mut t);
-        assert_eq!(t.messages, HANDLER_TIME_SAMPLE * 6);
-        assert_eq!(t.handler_time.count, 3);
-        assert_eq!(t.depth_max, 7);
-        let shared = TurnCounters::new();
-        c.merge_into(&shared);
-        let mut t2 = TurnTotals::default();
-        shared.add_to(&mut t2);
-        assert_eq!(t2.messages, t.messages);
-        assert_eq!(t2.handler_time.count, 3);
-        let mut t3 = TurnTotals::default();
-        c.add_to(&mut t3);
-        assert_eq!(t3.messages, 0);
+        assert_eq!(t.handler_time.count, 4);
+        assert_eq!(t.handler_time.buckets[2], 1, "3 us is in the (2, 4] bucket");
+        assert!(t.handler_time.sum >= Duration::from_micros(3));
+        assert_eq!(t.timers, 4);
     }
 
     #[test]

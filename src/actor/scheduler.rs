@@ -30,7 +30,7 @@
 //! it. The switch sits where a task or timer comes from outside the pool, behind the check for
 //! the current worker, so a worker's own scheduling never looks at it.
 
-use super::metrics::TurnTotals;
+use super::metrics::{TurnSampler, TurnTotals};
 use super::stall::TurnMark;
 use super::timers::{TimerFn, TimerKey, TimerQueue};
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
@@ -810,13 +810,20 @@ pub(crate) fn run_worker(
     let _reset = ResetCurrent;
     let shared = &sched.workers[index];
     let mut idle_since: Option<Instant> = None;
+    let mut sampler = TurnSampler::new();
 
     loop {
         for _ in 0..TASKS_PER_POLL {
             let Some(task) = local.next_task(sched) else {
                 break;
             };
-            match task.run(TURN_BUDGET, &shared.turn) {
+            let mark = &shared.turn;
+            let turn = if sampler.due() {
+                TurnSampler::timed(&mark.counters, false, || task.run(TURN_BUDGET, mark))
+            } else {
+                task.run(TURN_BUDGET, mark)
+            };
+            match turn {
                 Turn::Done => {}
                 Turn::Again => {
                     local.deque.push(task);

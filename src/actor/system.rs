@@ -28,8 +28,9 @@ pub(crate) trait Stoppable: Runnable {
     /// Whether it has nothing queued and is not running, and how many messages it has
     /// started so far (for a quiescence check).
     fn idle_and_empty(&self) -> (bool, u64);
-    /// How many messages it has started so far, and how many user messages wait.
-    fn counts(&self) -> (u64, usize);
+    /// How many messages it has started so far, how many user messages wait, and the most
+    /// that waited when it took a batch.
+    fn counts(&self) -> (u64, usize, usize);
 }
 
 /// A registry entry: the holder's id and its cell, as `Any` for a typed lookup.
@@ -311,6 +312,16 @@ impl SystemInner {
         kept.push_back(stall);
     }
 
+    /// An actor stops for good: its counts go on in the system's.
+    pub(crate) fn retire_counts(&self, started: u64, high_water: usize) {
+        self.life
+            .retired_messages
+            .fetch_add(started, Ordering::Relaxed);
+        self.life
+            .retired_high_water
+            .fetch_max(high_water as u64, Ordering::Relaxed);
+    }
+
     /// The actor core's counters, summed (a scan of the live actors and the names: for
     /// metrics, not hot paths).
     pub(crate) fn actor_counts(&self) -> ActorCounts {
@@ -323,22 +334,28 @@ impl SystemInner {
             refused_full: n(&self.life.refused_full),
             ..ActorCounts::default()
         };
-        // The turn counters first: a message counted there has been counted as started
-        // (per name) already, so a snapshot never shows more handled than started.
-        self.sched.add_turns(&mut counts.turns);
-        self.blocking.add_turns(&mut counts.turns);
         let mut started = std::collections::HashMap::new();
+        // Live actors first: one that stops meanwhile hands its count to the retired ones
+        // before it leaves the table, so it may be counted twice, never missed.
         for a in self.live_snapshot() {
-            let (msgs, queued) = a.counts();
+            let (msgs, queued, high) = a.counts();
+            counts.messages += msgs;
             counts.mailbox_depth += queued;
+            counts.high_water = counts.high_water.max(high);
             started.insert(a.actor_id(), msgs);
         }
+        counts.messages += n(&self.life.retired_messages);
+        counts.high_water = counts
+            .high_water
+            .max(n(&self.life.retired_high_water) as usize);
         self.registry.for_each(|name, (id, _)| {
             if let Some(&msgs) = started.get(id) {
                 counts.by_name.push((name.to_owned(), msgs));
             }
         });
         counts.by_name.sort();
+        self.sched.add_turns(&mut counts.turns);
+        self.blocking.add_turns(&mut counts.turns);
         counts
     }
 

@@ -112,6 +112,8 @@ struct Lanes<M, S> {
     /// No user message is taken any more (the actor drains what is queued, then stops);
     /// the system lane stays open.
     draining: bool,
+    /// The most user messages it held when a batch was taken (for the metrics).
+    high_water: usize,
 }
 
 /// Why a push was refused; the message is handed back.
@@ -139,6 +141,7 @@ impl<M, S> Mailbox<M, S> {
                 system: VecDeque::new(),
                 closed: false,
                 draining: false,
+                high_water: 0,
             }),
             system_waiting: AtomicBool::new(false),
             capacity,
@@ -254,18 +257,21 @@ impl<M, S> Mailbox<M, S> {
 
     /// Moves up to `max` user messages into `batch` (which the caller has emptied) under one
     /// lock; when they all fit, the two queues are swapped, which copies nothing. Returns
-    /// whether a system message is waiting, whether the user lane was emptied, and how many
-    /// user messages it held before (for the metrics' high-water mark).
-    pub fn take_batch(&self, batch: &mut VecDeque<M>, max: usize) -> (bool, bool, usize) {
+    /// whether a system message is waiting, and whether the user lane was emptied.
+    pub fn take_batch(&self, batch: &mut VecDeque<M>, max: usize) -> (bool, bool) {
         let mut lanes = self.lanes.lock();
         let depth = lanes.user.len();
+        // Under the lock the consumer holds anyway: a compare in a line it has loaded.
+        if depth > lanes.high_water {
+            lanes.high_water = depth;
+        }
         let drained = depth <= max;
         if drained {
             std::mem::swap(&mut lanes.user, batch);
         } else {
             batch.extend(lanes.user.drain(..max));
         }
-        (!lanes.system.is_empty(), drained, depth)
+        (!lanes.system.is_empty(), drained)
     }
 
     /// Moves the user messages that `pick` accepts (converted) to the end of `taken`, in
@@ -279,6 +285,11 @@ impl<M, S> Mailbox<M, S> {
                 Err(msg) => lanes.user.push_back(msg),
             }
         }
+    }
+
+    /// The most user messages it held when its consumer took a batch.
+    pub fn high_water(&self) -> usize {
+        self.lanes.lock().high_water
     }
 
     /// The number of user messages waiting.
@@ -328,10 +339,11 @@ mod tests {
         assert!(matches!(m.push(3, false), Err(PushError::Full(3))));
         assert!(m.push(4, true).is_ok(), "forced pushes ignore the capacity");
         let mut batch = VecDeque::new();
-        assert_eq!(m.take_batch(&mut batch, 2), (false, false, 3));
+        assert_eq!(m.take_batch(&mut batch, 2), (false, false));
         assert_eq!(batch, [1, 2]);
+        assert_eq!(m.high_water(), 3, "three waited when the batch was taken");
         batch.clear();
-        assert_eq!(m.take_batch(&mut batch, 10), (false, true, 1));
+        assert_eq!(m.take_batch(&mut batch, 10), (false, true));
         assert_eq!(batch, [4]);
         let _ = m.close();
         assert!(matches!(m.push(5, true), Err(PushError::Closed(5))));
@@ -349,7 +361,7 @@ mod tests {
         assert!(!m.drained());
         assert!(m.push_front_batch_map([7u32, 8].into_iter(), |v| v));
         let mut batch = VecDeque::new();
-        assert_eq!(m.take_batch(&mut batch, 10), (true, true, 4));
+        assert_eq!(m.take_batch(&mut batch, 10), (true, true));
         assert_eq!(batch, [7, 8, 1, 2]);
         assert!(m.drained());
     }

@@ -4,8 +4,9 @@
 //!
 //! Who counts what, and why it is cheap:
 //!
-//! - each worker counts its actor turns, the messages they handled, the deepest mailbox it
-//!   took a batch from and a sample of turn times, in counters of its own (see
+//! - each actor counts the messages it starts and its mailbox its high-water mark, as they
+//!   did before metrics existed (a count per actor, written by the thread running it);
+//! - each worker times a sample of its turns, in counters of its own (see
 //!   [`HANDLER_TIME_SAMPLE`]);
 //! - each poller counts the packets it delivered to owners, the frames it wrote (sends
 //!   accepted) and the sockets that ended, by reason, in counters of its own, once per pass;
@@ -70,7 +71,8 @@ pub struct Metrics {
     /// Restarts in place (supervisors and restart policies).
     pub actors_restarted: u64,
     /// Messages handled by all actors so far (user messages, network events included),
-    /// counted when the turn that handled them ends.
+    /// counted as each one starts. (While an actor stops, a snapshot may count its messages
+    /// twice; the next one is exact again.)
     pub messages_handled: u64,
     /// Messages handled so far by each live actor that holds a registered name, sorted by
     /// name (an actor holding two names appears twice); counted as each one starts.
@@ -128,10 +130,10 @@ impl SystemHandle {
             actors_spawned: a.spawned,
             actors_stopped: a.stopped,
             actors_restarted: a.restarted,
-            messages_handled: a.turns.messages,
+            messages_handled: a.messages,
             messages_by_name: a.by_name,
             mailbox_depth: a.mailbox_depth,
-            mailbox_high_water: a.turns.depth_max as usize,
+            mailbox_high_water: a.high_water,
             handler_time: a.turns.handler_time,
             sockets_open: transport.open_sockets(),
             sockets_refused: transport.accept_refusals(),

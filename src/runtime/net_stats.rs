@@ -157,7 +157,7 @@ pub(crate) struct NetStats {
 impl NetStats {
     pub(crate) fn new(pollers: usize) -> NetStats {
         NetStats {
-            pollers: (0..pollers.max(1)).map(|_| PollerCounters::new()).collect(),
+            pollers: (0..pollers).map(|_| PollerCounters::new()).collect(),
             accepted: AtomicU64::new(0),
             connected: AtomicU64::new(0),
             dials_refused: AtomicU64::new(0),
@@ -168,7 +168,7 @@ impl NetStats {
     /// Poller `i`'s counters.
     #[inline]
     pub(crate) fn poller(&self, i: usize) -> &PollerCounters {
-        &self.pollers[i % self.pollers.len()]
+        &self.pollers[i]
     }
 
     /// Counts one rare event (a read-modify-write on a shared counter).

@@ -67,14 +67,17 @@ pub(crate) struct NetShared {
 }
 
 impl NetShared {
+    /// `workers`: how many workers run a [`Poller`] (all of them; `engines` are those that
+    /// take sockets).
     pub(crate) fn new(
         engines: Vec<EngineHandle>,
+        workers: usize,
         lease: TableLease,
         max_connections: usize,
         owner_backlog: usize,
         default_options: ConnOptions,
     ) -> NetShared {
-        let stats = Arc::new(NetStats::new(engines.len()));
+        let stats = Arc::new(NetStats::new(workers));
         lease.table().set_net_stats(Some(stats.clone()));
         NetShared {
             pollers: engines
