@@ -79,6 +79,7 @@ pub(crate) fn bucket_of(d: Duration) -> usize {
 /// One worker's counters: its sample of turn times and its pending timers. Written by that
 /// worker only (so a load and a store, no read-modify-write), read by snapshots;
 /// [`TurnCounters::record_shared`] is for counters that several threads share.
+#[repr(align(128))]
 pub(crate) struct TurnCounters {
     time_sum_ns: AtomicU64,
     time_buckets: [AtomicU64; HANDLER_TIME_BUCKETS],
