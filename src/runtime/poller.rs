@@ -21,7 +21,8 @@ use super::table::{Life, PollerLink, SockTable, TableLease};
 use crate::actor::Recipient;
 use crate::actor::scheduler::{Driver, Unpark};
 use crate::net::{
-    ConnId, ConnOptions, Engine, EngineHandle, HEADER_LEN, PAUSED_BY_CONSUMER, PAUSED_BY_USER,
+    ConnId, ConnOptions, DisconnectReason, Engine, EngineHandle, HEADER_LEN, PAUSED_BY_CONSUMER,
+    PAUSED_BY_USER,
 };
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, thread_local};
 use std::cell::{Cell, RefCell};
@@ -186,27 +187,18 @@ impl NetShared {
     }
 }
 
-/// Counts the packets in `events` (one poller's staged events) and the sockets they end.
-pub(crate) fn count_delivered<'a>(
-    counters: &PollerCounters,
-    events: impl Iterator<Item = &'a NetEvent>,
-) {
-    let (mut packets, mut bytes) = (0u64, 0u64);
-    for ev in events {
-        match ev {
-            NetEvent::Packet { packet, .. } => {
-                packets += 1;
-                bytes += packet.len() as u64;
-            }
-            NetEvent::Disconnected { sock, reason } => {
-                counters.closed(reason);
-                trace_event!(DEBUG, sock = %sock, reason = %reason, kind = super::net_stats::close_reason_label(reason), "disconnect");
-                let _ = sock;
-            }
-            _ => {}
-        }
-    }
-    counters.delivered(packets, bytes);
+/// A socket ended for `reason`: counted (and traced).
+#[cold]
+fn count_closed(counters: &PollerCounters, sock: SockIdent, reason: &DisconnectReason) {
+    counters.closed(reason);
+    trace_event!(
+        DEBUG,
+        sock = %sock,
+        reason = %reason,
+        kind = super::net_stats::close_reason_label(reason),
+        "disconnect"
+    );
+    let _ = sock;
 }
 
 /// The [`Unpark`] of a poller: its engine's wake-up.
@@ -410,10 +402,9 @@ impl Poller {
         // The socket of the run being collected, and whether the run holds its
         // `Disconnected`.
         let mut run: Option<(SockIdent, bool)> = None;
-        count_delivered(
-            self.net.stats.poller(self.local.index),
-            staged.iter().map(|(_, ev)| ev),
-        );
+        // For the metrics, counted in this pass over the events (packets and their bytes;
+        // the ends, by reason).
+        let (mut packets, mut bytes) = (0u64, 0u64);
         for (sock, ev) in staged.drain(..) {
             if let Some((c, ends)) = run
                 && c != sock
@@ -421,13 +412,28 @@ impl Poller {
                 self.hand_over(c, ends, &mut batch);
                 run = None;
             }
-            let ends = matches!(ev, NetEvent::Disconnected { .. });
+            let ends = match &ev {
+                NetEvent::Packet { packet, .. } => {
+                    packets += 1;
+                    bytes += packet.len() as u64;
+                    false
+                }
+                NetEvent::Disconnected { reason, .. } => {
+                    count_closed(self.net.stats.poller(self.local.index), sock, reason);
+                    true
+                }
+                _ => false,
+            };
             run = Some((sock, run.is_some_and(|(_, e)| e) || ends));
             batch.push(ev);
         }
         if let Some((c, ends)) = run {
             self.hand_over(c, ends, &mut batch);
         }
+        self.net
+            .stats
+            .poller(self.local.index)
+            .delivered(packets, bytes);
         let mut st = self.local.state.borrow_mut();
         if st.staged.is_empty() {
             st.staged = staged;
