@@ -811,6 +811,7 @@ pub(crate) fn run_worker(
     let shared = &sched.workers[index];
     let mut idle_since: Option<Instant> = None;
     let mut sampler = TurnSampler::new();
+    let mut timers_shown = 0;
 
     loop {
         for _ in 0..TASKS_PER_POLL {
@@ -855,8 +856,12 @@ pub(crate) fn run_worker(
         } else {
             recheck
         };
-        shared.turn.counters.set_timers(local.timers_pending());
         let next_timer = local.next_timer();
+        // Published for the metrics; a worker without timers pays one compare.
+        if next_timer.is_some() || timers_shown != 0 {
+            timers_shown = local.timers_pending();
+            shared.turn.counters.set_timers(timers_shown);
+        }
         if let Some(next) = next_timer {
             let until = next.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(until, |t| t.min(until)));
