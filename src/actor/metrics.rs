@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// Handler time is measured on one turn in this many on each worker (see
 /// [`HandlerTime`]).
-pub const HANDLER_TIME_SAMPLE: u64 = 64;
+pub const HANDLER_TIME_SAMPLE: u64 = 256;
 
 /// Buckets of the handler-time histogram: upper bounds 1 us, 2 us, 4 us, ... 2^20 us (about
 /// one second), then everything above.
