@@ -20,6 +20,7 @@
 //! Each second it prints `members=M in/s=I deliveries/s=D dropped=X closed=C` on stderr.
 
 use kendynet::net::SlowConsumer;
+use kendynet::signal::ShutdownSignal;
 use kendynet::{Actor, Addr, ConnOptions, Context, NetEvent, SockGroup, System, WPacket};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -152,6 +153,14 @@ fn start(args: &Args) -> io::Result<Server> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: Ctrl-C and SIGTERM end the run gracefully.
+    let signal = match ShutdownSignal::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bcast_server: cannot take SIGINT/SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(e) = kendynet::net::raise_fd_limit() {
         eprintln!("bcast_server: cannot raise the descriptor limit: {e}");
     }
@@ -178,7 +187,7 @@ fn main() -> ExitCode {
     } else {
         Ok(())
     };
-    report_until(&server, args.secs, args.self_test);
+    report_until(&server, args.secs, args.self_test, &signal);
     let Server { system, group, .. } = server;
     let report = system.shutdown(Duration::from_secs(5));
     eprintln!("bcast_server: {}", group.stats());
@@ -196,20 +205,19 @@ fn main() -> ExitCode {
 }
 
 /// Prints a line a second until `secs` have passed (forever without it; at once in a
-/// self-test without it).
-fn report_until(server: &Server, secs: Option<f64>, self_test: bool) {
+/// self-test without it) or a shutdown signal comes.
+fn report_until(server: &Server, secs: Option<f64>, self_test: bool, signal: &ShutdownSignal) {
     let start = Instant::now();
     let (mut last_in, mut last_out) = (0, 0);
-    let Some(secs) = secs.or(self_test.then_some(0.0)) else {
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-            (last_in, last_out) = print_line(server, last_in, last_out);
-        }
-    };
-    while start.elapsed().as_secs_f64() < secs {
-        let left = secs - start.elapsed().as_secs_f64();
-        std::thread::sleep(Duration::from_secs_f64(left.clamp(0.0, 1.0)));
+    let secs = secs.or(self_test.then_some(0.0));
+    while secs.is_none_or(|s| start.elapsed().as_secs_f64() < s) {
+        let left = secs.map_or(1.0, |s| s - start.elapsed().as_secs_f64());
+        let stop = signal.wait_timeout(Duration::from_secs_f64(left.clamp(0.0, 1.0)));
         (last_in, last_out) = print_line(server, last_in, last_out);
+        if let Ok(Some(sig)) = stop {
+            eprintln!("bcast_server: {sig}: shutting down");
+            return;
+        }
     }
 }
 

@@ -71,6 +71,7 @@ pub use rooms::{
     start_server, valid_name,
 };
 
+use kendynet::signal::ShutdownSignal;
 use kendynet::{System, WPacket};
 use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -454,6 +455,8 @@ fn main() -> ExitCode {
 }
 
 fn run_server(addr: SocketAddr, secs: Option<u64>) -> Result<(), String> {
+    // Before any thread starts: Ctrl-C and SIGTERM end the run gracefully.
+    let signal = ShutdownSignal::install().map_err(|e| format!("taking SIGINT/SIGTERM: {e}"))?;
     if let Err(e) = kendynet::net::raise_fd_limit() {
         eprintln!("chat_server: cannot raise the descriptor limit: {e}");
     }
@@ -465,14 +468,26 @@ fn run_server(addr: SocketAddr, secs: Option<u64>) -> Result<(), String> {
         .addr;
     println!("chat server listening on {bound}");
     let Some(secs) = secs else {
-        loop {
-            thread::park();
+        // Serve until Ctrl-C or SIGTERM, then shut down gracefully.
+        let sig = signal
+            .wait_until(None)
+            .map_err(|e| format!("waiting for a signal: {e}"))?;
+        println!(
+            "{}: shutting down",
+            sig.map_or("stop".to_owned(), |s| s.to_string())
+        );
+        let report = system.shutdown(Duration::from_secs(5));
+        if !report.graceful {
+            return Err(format!("shutdown was not graceful: {report:?}"));
         }
+        println!("chat server stopped gracefully");
+        return Ok(());
     };
     let deadline = Instant::now() + Duration::from_secs(secs);
     let result = self_test(bound);
-    if let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        thread::sleep(left);
+    // Until the deadline, or the first signal.
+    if let Ok(Some(sig)) = signal.wait_until(Some(deadline)) {
+        println!("{sig}: shutting down");
     }
     let report = system.shutdown(Duration::from_secs(5));
     result.map_err(|e| format!("self-test failed: {e}"))?;

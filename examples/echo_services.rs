@@ -24,6 +24,7 @@
 //! that every echo matches what was sent, and exits after `S` seconds: status 0 if every
 //! echo matched, 1 otherwise. Without `--secs` it serves until interrupted.
 
+use kendynet::signal::ShutdownSignal;
 use kendynet::{Actor, Context, NetEvent, System, WPacket};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -153,6 +154,14 @@ fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: Ctrl-C and SIGTERM end the run gracefully.
+    let signal = match ShutdownSignal::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("echo_services: cannot take SIGINT/SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(e) = kendynet::net::raise_fd_limit() {
         eprintln!("echo_services: cannot raise the descriptor limit: {e}");
     }
@@ -163,7 +172,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&args) {
+    match run(&args, &signal) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("echo_services: {e}");
@@ -172,7 +181,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> Result<(), String> {
+fn run(args: &Args, signal: &ShutdownSignal) -> Result<(), String> {
     // One network layer (the system's pollers) for both services.
     let system = System::builder()
         .build()
@@ -193,10 +202,20 @@ fn run(args: &Args) -> Result<(), String> {
     }
 
     let Some(secs) = args.secs else {
-        // Serve until interrupted.
-        loop {
-            thread::park();
+        // Serve until Ctrl-C or SIGTERM, then shut down gracefully.
+        let sig = signal
+            .wait_until(None)
+            .map_err(|e| format!("waiting for a signal: {e}"))?;
+        println!(
+            "{}: shutting down",
+            sig.map_or("stop".to_owned(), |s| s.to_string())
+        );
+        let report = system.shutdown(Duration::from_secs(5));
+        if !report.graceful {
+            return Err(format!("shutdown was not graceful: {report:?}"));
         }
+        println!("stopped gracefully");
+        return Ok(());
     };
 
     // Self-test: loopback clients against both services until the deadline.

@@ -27,6 +27,7 @@
 //! [`RSS_SLACK_MIB`]. With `--addr` the memory is this
 //! process's (the clients') only.
 
+use kendynet::signal::ShutdownSignal;
 use kendynet::{Actor, Addr, Context, NetEvent, System, TrySendError, WPacket};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -701,6 +702,14 @@ fn report(t: f64, k: &ClientCounters, server: Option<&ServerCounters>, mbps: f64
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: Ctrl-C and SIGTERM end the run early, gracefully.
+    let signal = match ShutdownSignal::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("soak: cannot take SIGINT/SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match kendynet::net::raise_fd_limit() {
         Ok(limit) => eprintln!("soak: descriptor limit {limit}"),
         Err(e) => eprintln!("soak: cannot raise the descriptor limit: {e}"),
@@ -787,6 +796,7 @@ fn main() -> ExitCode {
     let mut warm_rss: Option<u64> = None;
     let (mut last_t, mut last_bytes) = (Duration::ZERO, 0);
     let mut early_end = false;
+    let mut interrupted = false;
     loop {
         let now = start.elapsed();
         if !all_up {
@@ -821,7 +831,11 @@ fn main() -> ExitCode {
             (last_t, last_bytes) = (now, bytes);
             next_report += REPORT_EVERY;
         }
-        thread::sleep(Duration::from_millis(50).min(run.saturating_sub(now)));
+        if let Ok(Some(sig)) = signal.wait_timeout(Duration::from_millis(50).min(run - now)) {
+            eprintln!("soak: {sig}: ending the run early");
+            interrupted = true;
+            break;
+        }
     }
     let sent_for = start.elapsed();
     // The last sample under load; the one after the drain is taken too, and the larger counts.
@@ -903,7 +917,7 @@ fn main() -> ExitCode {
                 ));
             }
         }
-        None if all_up && !early_end => {
+        None if all_up && !early_end && !interrupted => {
             failures.push("the run ended before the warm-up did (raise --secs)".into());
         }
         None => {}

@@ -39,6 +39,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[macro_use]
+mod trace;
+
 pub(crate) mod sync;
 
 pub mod actor;
@@ -51,20 +54,22 @@ pub mod testkit;
 
 pub use actor::{
     Actor, ActorId, Addr, AskError, AskFuture, AskTarget, Context, DEFAULT_STALL_THRESHOLD,
-    DroppedMessages, Group, GroupEvent, MAX_ASK_DEADLINE, Pool, PoolRouting, Recipient,
-    RegistryError, ReplyTo, RestartPolicy, SpawnOptions, Stall, StopReason, Strategy, Supervisor,
-    SupervisorRef, SupervisorSpec, SystemHandle, TimerHandle,
+    DroppedMessages, Group, GroupEvent, HandlerTime, MAX_ASK_DEADLINE, Pool, PoolRouting,
+    Recipient, RegistryError, ReplyTo, RestartPolicy, SpawnOptions, Stall, StopReason, Strategy,
+    Supervisor, SupervisorRef, SupervisorSpec, SystemHandle, TimerHandle,
 };
 pub use error::{SendError, TrySendError};
 pub use net::packet::{PacketError, RPacket, WPacket};
+#[cfg(not(loom))]
+pub use net::signal;
 #[cfg(feature = "tls")]
 pub use net::tls;
 #[cfg(feature = "websocket")]
 pub use net::ws;
 pub use net::{ConnOptions, DisconnectReason};
 pub use runtime::{
-    Builder, CloseWhenHandled, ListenOptions, ListenerHandle, NetEvent, NetMsg, ShutdownReport,
-    SockError, SockGroup, SockGroupStats, SockIdent, System,
+    Builder, CloseWhenHandled, ClosedSockets, ListenOptions, ListenerHandle, Metrics, NetEvent,
+    NetMsg, ShutdownReport, SockError, SockGroup, SockGroupStats, SockIdent, System,
 };
 
 /// The README's examples, compiled as doc tests so that they stay true.

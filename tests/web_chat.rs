@@ -376,15 +376,21 @@ fn the_page_and_the_metrics_are_served_on_the_websocket_port() {
         "{head}"
     );
     for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let (name, value) = line.split_once(' ').expect("name value");
+        let (sample, value) = line.rsplit_once(' ').expect("name value");
+        // A name, then labels if any: `name{label="value",...}`.
+        let name = sample.split_once('{').map_or(sample, |(name, labels)| {
+            assert!(labels.ends_with('}'), "{line}");
+            name
+        });
         assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
             "{line}"
         );
         value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
     }
     for want in [
-        "# TYPE kendynet_actors gauge",
+        "# TYPE kendynet_actors_live gauge",
+        "# TYPE kendynet_sockets_open gauge",
         "web_chat_rooms 1",
         "web_chat_members 1",
         "web_chat_messages_total 1",

@@ -11,6 +11,7 @@
 use super::Args;
 use kendynet::error::TrySendError;
 use kendynet::net::SlowConsumer;
+use kendynet::signal::ShutdownSignal;
 use kendynet::{Actor, Addr, ConnOptions, Context, NetEvent, SockIdent, System, WPacket};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -18,12 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// What the per-second line reports.
+/// What the per-second line reports beside the system's metrics: echoes refused by the
+/// drop policy (the example's own count: a refusal it stashes and retries is not a drop).
 #[derive(Default)]
 struct Counters {
-    clients: AtomicU64,
-    packets: AtomicU64,
-    bytes: AtomicU64,
     dropped: AtomicU64,
 }
 
@@ -97,40 +96,29 @@ impl Actor for Echo {
 
     fn handle(&mut self, ev: NetEvent, _: &mut Context<Self>) {
         match ev {
-            NetEvent::Connected { sock, .. } => {
-                self.counters.clients.fetch_add(1, Ordering::Relaxed);
-                if !self.peers.is_empty() {
-                    self.next = (self.next + 1) % self.peers.len();
-                    let _ = sock.hand_to(&self.peers[self.next]);
-                }
+            NetEvent::Connected { sock, .. } if !self.peers.is_empty() => {
+                self.next = (self.next + 1) % self.peers.len();
+                let _ = sock.hand_to(&self.peers[self.next]);
             }
-            NetEvent::Packet { sock, packet } => {
-                self.counters.packets.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .bytes
-                    .fetch_add(packet.len() as u64, Ordering::Relaxed);
-                self.echo(sock, WPacket::from(packet));
-            }
+            NetEvent::Packet { sock, packet } => self.echo(sock, WPacket::from(packet)),
             NetEvent::LowWater { sock, .. } => self.drained(sock),
-            NetEvent::Disconnected { sock, .. } => {
-                if !self.stashed.is_empty() {
-                    self.stashed.remove(&sock);
-                }
-                self.counters.clients.fetch_sub(1, Ordering::Relaxed);
+            NetEvent::Disconnected { sock, .. } if !self.stashed.is_empty() => {
+                self.stashed.remove(&sock);
             }
             _ => {}
         }
     }
 }
 
-/// Runs the server until `secs` pass (forever if `None`), printing
-/// `clients=C packets/s=P MB/s=M` each second.
+/// Runs the server until `secs` pass (forever if `None`) or a shutdown signal comes,
+/// printing `clients=C packets/s=P MB/s=M dropped=D` each second from the system's metrics.
 fn serve(
     addr: SocketAddr,
     workers: usize,
     options: ConnOptions,
     secs: Option<f64>,
     ws: bool,
+    signal: &ShutdownSignal,
 ) -> std::io::Result<()> {
     let dropping = options.slow_consumer == SlowConsumer::Drop;
     let system = System::builder()
@@ -156,27 +144,32 @@ fn serve(
     let what = if ws { "WebSocket" } else { "framed TCP" };
     eprintln!("echo_server: layer 3 ({what}) listening on {bound} with {workers} worker(s)");
     let start = Instant::now();
-    let (mut last_p, mut last_b) = (0, 0);
+    let mut last = system.metrics();
     loop {
         let left = secs.map(|s| s - start.elapsed().as_secs_f64());
         let nap = left.map_or(1.0, |l| l.clamp(0.0, 1.0));
-        std::thread::sleep(Duration::from_secs_f64(nap));
-        let p = counters.packets.load(Ordering::Relaxed);
-        let b = counters.bytes.load(Ordering::Relaxed);
+        let stop = signal.wait_timeout(Duration::from_secs_f64(nap))?;
+        let m = system.metrics();
         println!(
             "clients={} packets/s={} MB/s={:.1} dropped={}",
-            counters.clients.load(Ordering::Relaxed),
-            p - last_p,
-            (b - last_b) as f64 / 1e6,
+            m.sockets_open,
+            m.packets_in - last.packets_in,
+            (m.bytes_in - last.bytes_in) as f64 / 1e6,
             counters.dropped.load(Ordering::Relaxed)
         );
-        (last_p, last_b) = (p, b);
+        last = m;
+        if let Some(sig) = stop {
+            eprintln!("echo_server: {sig}: shutting down");
+            break;
+        }
         if secs.is_some_and(|s| start.elapsed().as_secs_f64() >= s) {
             break;
         }
     }
     let report = system.shutdown(Duration::from_secs(5));
-    if !report.graceful {
+    if report.graceful {
+        eprintln!("echo_server: stopped gracefully");
+    } else {
         eprintln!("echo_server: shutdown was forced: {report:?}");
     }
     Ok(())
@@ -196,12 +189,12 @@ fn listen_ws(_: &System, _: SocketAddr, _: &Addr<Echo>) -> std::io::Result<Socke
 }
 
 /// `--layer 3`: runs the actor echo server with the command line's options, then exits.
-pub fn run(args: &Args) -> ! {
+pub fn run(args: &Args, signal: &ShutdownSignal) -> ! {
     let options = args.conn_options();
     // One worker by default: on a small machine the load client needs the other core, and a
     // single worker that polls and runs the actors needs no cross-thread wake-up at all.
     let workers = args.workers.unwrap_or(1);
-    match serve(args.addr, workers, options, args.secs, args.ws) {
+    match serve(args.addr, workers, options, args.secs, args.ws, signal) {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("echo_server: cannot listen on {}: {e}", args.addr);

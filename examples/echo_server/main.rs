@@ -20,7 +20,8 @@
 //!   WebSocket included (wss).
 //!
 //! MB/s counts echoed payload bytes (layer 2; frame headers are not counted) or echoed bytes
-//! (layer 1). It runs until killed, or for `--secs` seconds.
+//! (layer 1). It runs until Ctrl-C or SIGTERM, or for `--secs` seconds; the per-second line of
+//! layer 3 comes from the system's metrics (`System::metrics`).
 
 mod layer3;
 
@@ -30,6 +31,7 @@ use kendynet::net::{
     Completion, ConnOptions, Connection, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
     DEFAULT_MAX_PACKET_LEN, Engine, IoKind, IoRequest, SlowConsumer, SocketId, Submitted,
 };
+use kendynet::signal::ShutdownSignal;
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -214,6 +216,11 @@ type SharedStats = Rc<RefCell<Stats>>;
 
 fn main() {
     let args = Args::parse();
+    // Before any thread starts: Ctrl-C and SIGTERM end the run gracefully.
+    let signal = ShutdownSignal::install().unwrap_or_else(|e| {
+        eprintln!("echo_server: cannot take SIGINT/SIGTERM: {e}");
+        exit(1)
+    });
     raise_fd_limit();
     if args.ws && args.layer != 3 {
         usage("--ws applies to layer 3 only");
@@ -229,7 +236,7 @@ fn main() {
     let listening = match args.layer {
         1 => layer1::listen(&mut engine, &args, &stats),
         2 => layer2::listen(&mut engine, &args, &stats),
-        _ => layer3::run(&args),
+        _ => layer3::run(&args, &signal),
     };
     if let Err(e) = listening {
         eprintln!("echo_server: cannot listen on {}: {e}", args.addr);
@@ -239,11 +246,12 @@ fn main() {
         "echo_server: layer {} listening on {}",
         args.layer, args.addr
     );
-    run(&mut engine, &args, &stats);
+    run(&mut engine, &args, &stats, &signal);
 }
 
-/// Runs the engine, printing the per-second line, until `--secs` have passed (or forever).
-fn run(engine: &mut Engine, args: &Args, stats: &SharedStats) {
+/// Runs the engine, printing the per-second line, until `--secs` have passed (or forever) or
+/// a shutdown signal comes.
+fn run(engine: &mut Engine, args: &Args, stats: &SharedStats, signal: &ShutdownSignal) {
     let start = Instant::now();
     let end = args.secs.map(|s| start + Duration::from_secs_f64(s));
     let mut tick = start;
@@ -258,6 +266,10 @@ fn run(engine: &mut Engine, args: &Args, stats: &SharedStats) {
             exit(1)
         }
         if end.is_some_and(|e| Instant::now() >= e) {
+            return;
+        }
+        if let Ok(Some(sig)) = signal.received() {
+            eprintln!("echo_server: {sig}: stopped");
             return;
         }
         let mut s = stats.borrow_mut();

@@ -208,30 +208,16 @@ fn serve_http(req: &HttpRequest, metrics: Option<&(SystemHandle, Arc<ChatStats>)
     }
 }
 
-/// The Prometheus page of `--metrics`: the system's counts, then the chat's.
-///
-/// The system's part is rendered here from `actor_count` and `open_sockets` for now; the
-/// system's own metrics snapshot, once there, replaces it.
+/// The Prometheus page of `--metrics`: the system's metrics
+/// ([`Metrics::to_prometheus`](kendynet::Metrics::to_prometheus)), then the chat's.
 pub fn metrics_page(system: &SystemHandle, stats: &ChatStats) -> String {
-    let mut page = String::new();
+    let mut page = system.metrics().to_prometheus();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = write!(
             page,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         );
     };
-    metric(
-        "kendynet_actors",
-        "gauge",
-        "Actors alive in the system.",
-        system.actor_count() as u64,
-    );
-    metric(
-        "kendynet_open_sockets",
-        "gauge",
-        "Sockets open in the system.",
-        system.open_sockets() as u64,
-    );
     metric(
         "web_chat_rooms",
         "gauge",

@@ -3,6 +3,7 @@
 //! no actor type: a dedicated thread runs turns of a [`Runnable`], the pool runs boxed jobs.
 
 use super::ActorId;
+use super::metrics::{TurnCounters, TurnSampler, TurnTotals};
 use super::scheduler::{Runnable, TURN_BUDGET, Turn};
 use super::stall::TurnMark;
 use crate::sync::{Arc, AtomicUsize, Condvar, Mutex, Ordering, thread};
@@ -92,6 +93,8 @@ struct Shared {
     /// The home of each dedicated actor whose thread runs (found by id: a cell carries only
     /// a flag, so that pool actors pay nothing for it).
     homes: Mutex<HashMap<ActorId, Arc<Home>>>,
+    /// The dedicated actors' turns, for the metrics (merged after each turn).
+    turns: TurnCounters,
 }
 
 struct State {
@@ -119,6 +122,7 @@ impl BlockingThreads {
                 job_ready: Condvar::new(),
                 alive: AtomicUsize::new(0),
                 homes: Mutex::new(HashMap::new()),
+                turns: TurnCounters::new(),
             }),
         }
     }
@@ -174,6 +178,11 @@ impl BlockingThreads {
         spawned.map(drop)
     }
 
+    /// Adds the dedicated actors' turns to `totals`.
+    pub(crate) fn add_turns(&self, totals: &mut TurnTotals) {
+        self.shared.turns.add_to(totals);
+    }
+
     /// Starts the thread of the dedicated actor `id`, which runs `cell`'s turns until its
     /// last one.
     pub(crate) fn start_dedicated(&self, id: ActorId, cell: Arc<dyn Runnable>) -> io::Result<()> {
@@ -181,7 +190,7 @@ impl BlockingThreads {
         self.shared.homes.lock().unwrap().insert(id, home.clone());
         let shared = self.shared.clone();
         let started = self.start(move || {
-            dedicated_thread(&home, cell);
+            dedicated_thread(&home, cell, &shared.turns);
             shared.homes.lock().unwrap().remove(&id);
         });
         if started.is_err() {
@@ -263,13 +272,19 @@ fn pool_thread(shared: &Shared) {
 }
 
 /// Runs a dedicated actor's turns on its own thread until it stops.
-fn dedicated_thread(home: &Home, cell: Arc<dyn Runnable>) {
+fn dedicated_thread(home: &Home, cell: Arc<dyn Runnable>, turns: &TurnCounters) {
     // Its actor is expected to block: no watchdog looks at this mark.
     let mark = TurnMark::new();
+    let mut sampler = TurnSampler::new();
     loop {
         home.wait();
         loop {
-            match cell.run_turn(TURN_BUDGET, &mark) {
+            let turn = if sampler.due() {
+                TurnSampler::timed(turns, true, || cell.run_turn(TURN_BUDGET, &mark))
+            } else {
+                cell.run_turn(TURN_BUDGET, &mark)
+            };
+            match turn {
                 Turn::Done => break,
                 Turn::Again => continue,
                 Turn::Finished(keep_alive) => {

@@ -227,9 +227,26 @@ impl<A: Actor> ActorCell<A> {
         msg: A::Msg,
         force: bool,
     ) -> Result<(), PushError<A::Msg>> {
-        self.mailbox.push(msg, force)?;
+        if let Err(e) = self.mailbox.push(msg, force) {
+            if matches!(e, PushError::Full(_)) {
+                self.refused_full();
+            }
+            return Err(e);
+        }
         self.notify();
         Ok(())
+    }
+
+    /// A send refused because the mailbox was full: counted (and traced).
+    #[cold]
+    fn refused_full(&self) {
+        self.system.count_refused_full();
+        trace_event!(
+            DEBUG,
+            actor = self.id.0,
+            actor_type = std::any::type_name::<A>(),
+            "send refused: mailbox full"
+        );
     }
 
     pub(crate) fn push_system(self: &Arc<Self>, msg: SystemMsg) -> Result<(), SystemMsg> {
@@ -287,6 +304,13 @@ impl<A: Actor> ActorCell<A> {
         stop: &mut Option<StopReason>,
         msg: String,
     ) {
+        trace_event!(
+            WARN,
+            actor = self.id.0,
+            actor_type = std::any::type_name::<A>(),
+            panic = %msg,
+            "handler panicked"
+        );
         self.on_failure(st, stop, StopReason::Panicked(msg));
     }
 
@@ -577,6 +601,12 @@ impl<A: Actor> ActorCell<A> {
         // SAFETY: the state is RUNNING, set by this thread; no other thread touches `run`
         // until this turn ends by leaving RUNNING (try_idle / reschedule) or never (stopped).
         let st = self.run.with_mut(|p| unsafe { &mut *p });
+        let _span = turn_span!(
+            self.id,
+            std::any::type_name::<A>(),
+            st.names.first().map(String::as_str),
+            &self.started_msgs
+        );
         let mut stop: Option<StopReason> = None;
         if !st.started {
             st.started = true;
@@ -655,6 +685,9 @@ impl<A: Actor> ActorCell<A> {
         drained: bool,
     ) -> Arc<dyn Runnable> {
         *self.stop_reason.lock().unwrap() = Some(reason.clone());
+        // Its counts stay in the system's metrics once it has left the live table.
+        self.system
+            .retire_counts(self.started_msgs(), self.mailbox.high_water());
         let (unhandled, system) = self.mailbox.close();
         let dropped = unhandled.len() + st.batch.len();
         if dropped > 0 {
@@ -795,6 +828,14 @@ impl<A: Actor> Stoppable for ActorCell<A> {
 
     fn type_name(&self) -> &'static str {
         std::any::type_name::<A>()
+    }
+
+    fn counts(&self) -> (u64, usize, usize) {
+        (
+            self.started_msgs(),
+            self.mailbox.len(),
+            self.mailbox.high_water(),
+        )
     }
 
     fn idle_and_empty(&self) -> (bool, u64) {
@@ -958,7 +999,10 @@ where
         self.mailbox
             .push_map(msg, A::Msg::from, force)
             .map_err(|e| match e {
-                PushError::Full(m) => TrySendError::Full(m),
+                PushError::Full(m) => {
+                    self.refused_full();
+                    TrySendError::Full(m)
+                }
                 PushError::Closed(m) => TrySendError::Closed(m),
             })?;
         Ok(self.sched.notify())

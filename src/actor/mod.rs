@@ -22,6 +22,7 @@ mod cell;
 mod group;
 mod handle;
 pub(crate) mod membership;
+pub(crate) mod metrics;
 mod pool;
 pub(crate) mod scheduler;
 pub(crate) mod stall;
@@ -36,6 +37,7 @@ pub use blocking::{BLOCKING_KEEP_ALIVE, BlockingError, DEFAULT_BLOCKING_THREADS}
 pub use cell::{Addr, Context, Recipient};
 pub use group::{Group, GroupError, GroupEvent, GroupSendReport, LeaveReason};
 pub use handle::SpawnOptions;
+pub use metrics::{HANDLER_TIME_BUCKETS, HANDLER_TIME_SAMPLE, HandlerTime};
 pub(crate) use pool::RouteKey;
 pub use pool::{Pool, PoolRouting};
 pub use stall::{DEFAULT_STALL_THRESHOLD, STALL_REPORTS_KEPT, Stall};

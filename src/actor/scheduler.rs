@@ -30,6 +30,7 @@
 //! it. The switch sits where a task or timer comes from outside the pool, behind the check for
 //! the current worker, so a worker's own scheduling never looks at it.
 
+use super::metrics::{TurnSampler, TurnTotals};
 use super::stall::TurnMark;
 use super::timers::{TimerFn, TimerKey, TimerQueue};
 use crate::sync::deque::{Injector, Steal, Stealer, Worker};
@@ -324,6 +325,13 @@ impl Scheduler {
     /// drives it).
     pub(crate) fn workers(&self) -> usize {
         self.stealers.len().max(1)
+    }
+
+    /// Adds the workers' turn counters to `totals`.
+    pub(crate) fn add_turns(&self, totals: &mut TurnTotals) {
+        for w in &self.workers {
+            w.turn.counters.add_to(totals);
+        }
     }
 
     /// Queues a task: on the current worker if this thread is one of ours, else globally.
@@ -679,6 +687,11 @@ impl WorkerLocal {
         Some(t)
     }
 
+    /// Timers pending on both wheels.
+    fn timers_pending(&self) -> usize {
+        self.timers.borrow().len() + self.actor_timers.borrow().len()
+    }
+
     /// The earliest deadline of either wheel (two branches when both are empty).
     fn next_timer(&self) -> Option<Instant> {
         let a = self.timers.borrow_mut().next_deadline();
@@ -797,13 +810,21 @@ pub(crate) fn run_worker(
     let _reset = ResetCurrent;
     let shared = &sched.workers[index];
     let mut idle_since: Option<Instant> = None;
+    let mut sampler = TurnSampler::new();
+    let mut timers_shown = 0;
 
     loop {
         for _ in 0..TASKS_PER_POLL {
             let Some(task) = local.next_task(sched) else {
                 break;
             };
-            match task.run(TURN_BUDGET, &shared.turn) {
+            let mark = &shared.turn;
+            let turn = if sampler.due() {
+                TurnSampler::timed(&mark.counters, false, || task.run(TURN_BUDGET, mark))
+            } else {
+                task.run(TURN_BUDGET, mark)
+            };
+            match turn {
                 Turn::Done => {}
                 Turn::Again => {
                     local.deque.push(task);
@@ -836,6 +857,11 @@ pub(crate) fn run_worker(
             recheck
         };
         let next_timer = local.next_timer();
+        // Published for the metrics; a worker without timers pays one compare.
+        if next_timer.is_some() || timers_shown != 0 {
+            timers_shown = local.timers_pending();
+            shared.turn.counters.set_timers(timers_shown);
+        }
         if let Some(next) = next_timer {
             let until = next.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(until, |t| t.min(until)));

@@ -6,6 +6,7 @@
 
 use super::blocking_pool::BlockingThreads;
 use super::membership::Groups;
+use super::metrics::{ActorCounts, LifeCounters};
 use super::scheduler::{Runnable, Scheduler};
 use super::stall::{STALL_REPORTS_KEPT, Stall};
 use super::{ActorId, StopReason};
@@ -27,6 +28,9 @@ pub(crate) trait Stoppable: Runnable {
     /// Whether it has nothing queued and is not running, and how many messages it has
     /// started so far (for a quiescence check).
     fn idle_and_empty(&self) -> (bool, u64);
+    /// How many messages it has started so far, how many user messages wait, and the most
+    /// that waited when it took a batch.
+    fn counts(&self) -> (u64, usize, usize);
 }
 
 /// A registry entry: the holder's id and its cell, as `Any` for a typed lookup.
@@ -79,6 +83,8 @@ pub(crate) struct SystemInner {
     pub(crate) blocking: BlockingThreads,
     /// Its process groups.
     pub(crate) groups: Arc<Groups>,
+    /// Spawns, stops, restarts and refused sends, for the metrics.
+    life: LifeCounters,
 }
 
 const DROP_KINDS: usize = 4;
@@ -140,6 +146,7 @@ impl SystemInner {
             stalls: Mutex::new(VecDeque::new()),
             blocking: BlockingThreads::new(),
             groups: Groups::new(),
+            life: LifeCounters::new(),
         }
     }
 
@@ -150,6 +157,8 @@ impl SystemInner {
 
     /// Actor `id` has a fresh instance, on the worker running it.
     pub(crate) fn actor_restarted(&self, id: ActorId) {
+        LifeCounters::count(&self.life.restarted);
+        trace_event!(INFO, actor = id.0, "actor restarted");
         if let Some(hook) = self.restart_hook.get() {
             hook(id);
         }
@@ -163,11 +172,22 @@ impl SystemInner {
             StopReason::Shutdown => 2,
         };
         self.dropped[kind].fetch_add(n, Ordering::Relaxed);
+        trace_event!(WARN, dropped = n, reason = %reason, "messages dropped by a stopping actor");
+    }
+
+    /// A send refused because the mailbox was full.
+    pub(crate) fn count_refused_full(&self) {
+        LifeCounters::count(&self.life.refused_full);
     }
 
     /// Counts `n` timer messages still pending when their actor stopped (or restarted).
     pub(crate) fn count_timers_dropped(&self, n: usize) {
         self.dropped[3].fetch_add(n, Ordering::Relaxed);
+        trace_event!(
+            WARN,
+            dropped = n,
+            "timer messages dropped by a stopping actor"
+        );
     }
 
     pub(crate) fn dropped(&self) -> DroppedMessages {
@@ -198,6 +218,7 @@ impl SystemInner {
         slot.insert(cell);
         // Under the lock: the count and the table agree for whoever holds it.
         self.live_count.fetch_add(1, Ordering::SeqCst);
+        LifeCounters::count(&self.life.spawned);
     }
 
     /// An actor's last turn is ending: takes it out of the live table and hands back the
@@ -210,6 +231,7 @@ impl SystemInner {
                 self.live_count.fetch_sub(1, Ordering::SeqCst),
             )
         };
+        LifeCounters::count(&self.life.stopped);
         if was == 1 && self.is_shutting_down() {
             self.sched.wake_all();
         }
@@ -282,11 +304,59 @@ impl SystemInner {
     )]
     pub(crate) fn record_stall(&self, stall: Stall) {
         self.stall_count.fetch_add(1, Ordering::Relaxed);
+        trace_event!(WARN, actor = stall.actor.0, actor_type = stall.type_name, name = stall.name.as_deref(), worker = stall.worker, running_for = ?stall.running_for, "handler stalled");
         let mut kept = self.stalls.lock().unwrap();
         if kept.len() == STALL_REPORTS_KEPT {
             kept.pop_front();
         }
         kept.push_back(stall);
+    }
+
+    /// An actor stops for good: its counts go on in the system's.
+    pub(crate) fn retire_counts(&self, started: u64, high_water: usize) {
+        self.life
+            .retired_messages
+            .fetch_add(started, Ordering::Relaxed);
+        self.life
+            .retired_high_water
+            .fetch_max(high_water as u64, Ordering::Relaxed);
+    }
+
+    /// The actor core's counters, summed (a scan of the live actors and the names: for
+    /// metrics, not hot paths).
+    pub(crate) fn actor_counts(&self) -> ActorCounts {
+        let n = |a: &crate::sync::unmodelled::AtomicU64| a.load(Ordering::Relaxed);
+        let mut counts = ActorCounts {
+            live: self.live_count(),
+            spawned: n(&self.life.spawned),
+            stopped: n(&self.life.stopped),
+            restarted: n(&self.life.restarted),
+            refused_full: n(&self.life.refused_full),
+            ..ActorCounts::default()
+        };
+        let mut started = std::collections::HashMap::new();
+        // Live actors first: one that stops meanwhile hands its count to the retired ones
+        // before it leaves the table, so it may be counted twice, never missed.
+        for a in self.live_snapshot() {
+            let (msgs, queued, high) = a.counts();
+            counts.messages += msgs;
+            counts.mailbox_depth += queued;
+            counts.high_water = counts.high_water.max(high);
+            started.insert(a.actor_id(), msgs);
+        }
+        counts.messages += n(&self.life.retired_messages);
+        counts.high_water = counts
+            .high_water
+            .max(n(&self.life.retired_high_water) as usize);
+        self.registry.for_each(|name, (id, _)| {
+            if let Some(&msgs) = started.get(id) {
+                counts.by_name.push((name.to_owned(), msgs));
+            }
+        });
+        counts.by_name.sort();
+        self.sched.add_turns(&mut counts.turns);
+        self.blocking.add_turns(&mut counts.turns);
+        counts
     }
 
     /// The depth of the deepest live actor.

@@ -416,7 +416,6 @@ impl<T: Clock, P> TimerQueue<T, P> {
     }
 
     /// Timers pending.
-    #[cfg_attr(not(any(test, feature = "testkit")), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         self.len
     }

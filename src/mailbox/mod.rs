@@ -112,6 +112,8 @@ struct Lanes<M, S> {
     /// No user message is taken any more (the actor drains what is queued, then stops);
     /// the system lane stays open.
     draining: bool,
+    /// The most user messages it held when a batch was taken (for the metrics).
+    high_water: usize,
 }
 
 /// Why a push was refused; the message is handed back.
@@ -139,6 +141,7 @@ impl<M, S> Mailbox<M, S> {
                 system: VecDeque::new(),
                 closed: false,
                 draining: false,
+                high_water: 0,
             }),
             system_waiting: AtomicBool::new(false),
             capacity,
@@ -257,7 +260,12 @@ impl<M, S> Mailbox<M, S> {
     /// whether a system message is waiting, and whether the user lane was emptied.
     pub fn take_batch(&self, batch: &mut VecDeque<M>, max: usize) -> (bool, bool) {
         let mut lanes = self.lanes.lock();
-        let drained = lanes.user.len() <= max;
+        let depth = lanes.user.len();
+        // Under the lock the consumer holds anyway: a compare in a line it has loaded.
+        if depth > lanes.high_water {
+            lanes.high_water = depth;
+        }
+        let drained = depth <= max;
         if drained {
             std::mem::swap(&mut lanes.user, batch);
         } else {
@@ -277,6 +285,11 @@ impl<M, S> Mailbox<M, S> {
                 Err(msg) => lanes.user.push_back(msg),
             }
         }
+    }
+
+    /// The most user messages it held when its consumer took a batch.
+    pub fn high_water(&self) -> usize {
+        self.lanes.lock().high_water
     }
 
     /// The number of user messages waiting.
@@ -328,6 +341,7 @@ mod tests {
         let mut batch = VecDeque::new();
         assert_eq!(m.take_batch(&mut batch, 2), (false, false));
         assert_eq!(batch, [1, 2]);
+        assert_eq!(m.high_water(), 3, "three waited when the batch was taken");
         batch.clear();
         assert_eq!(m.take_batch(&mut batch, 10), (false, true));
         assert_eq!(batch, [4]);

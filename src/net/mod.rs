@@ -10,6 +10,8 @@ mod conn;
 mod engine;
 pub(crate) mod framing;
 pub mod packet;
+#[cfg(not(loom))]
+pub mod signal;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "websocket")]

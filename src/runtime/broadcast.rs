@@ -21,12 +21,13 @@
 //! A simulated system of the test kit has no pollers: its groups send the shared frame to each
 //! member through [`SockIdent::send`], with the same counting.
 
+use super::net_stats::PollerCounters;
 use super::sock_ident::{SockError, SockIdent};
 use super::table::{Life, SlotGroup, SlotId, SockTable};
 use crate::actor::LeaveReason;
 use crate::actor::membership::Membership;
 use crate::error::TrySendError;
-use crate::net::{ConnId, Engine, Offered, RPacket, WPacket};
+use crate::net::{ConnId, Engine, HEADER_LEN, Offered, RPacket, WPacket};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, Weak};
 use bytes::Bytes;
 use std::fmt;
@@ -85,7 +86,7 @@ impl BroadcastInbox {
 
     /// On the poller's thread: queues every waiting broadcast on its members' connections
     /// (written by the flush that follows). Returns whether there were any.
-    pub(crate) fn run(&self, engine: &mut Engine) -> bool {
+    pub(crate) fn run(&self, engine: &mut Engine, counters: &PollerCounters) -> bool {
         if !self.pending.load(Ordering::Acquire) {
             return false;
         }
@@ -95,7 +96,7 @@ impl BroadcastInbox {
             std::mem::take(&mut *q)
         };
         for delivery in batch {
-            delivery.deliver(engine);
+            delivery.deliver(engine, counters);
         }
         true
     }
@@ -103,7 +104,7 @@ impl BroadcastInbox {
 
 impl Delivery {
     /// Offers the frame to each member's connection.
-    fn deliver(self, engine: &mut Engine) {
+    fn deliver(self, engine: &mut Engine, counters: &PollerCounters) {
         let (mut queued, mut dropped, mut closed) = (0u64, 0u64, 0u64);
         for &(sock, conn) in self.members.iter() {
             let Some(conn) = conn else {
@@ -118,11 +119,14 @@ impl Delivery {
                     if let Some(mut st) = sock.slot() {
                         st.dropped += 1;
                     }
+                    sock.refused_write();
                 }
                 // Closing or ended: its slot's release takes it out of the group.
                 Offered::Closed => closed += 1,
             }
         }
+        let payload = self.frame.len().saturating_sub(HEADER_LEN) as u64;
+        counters.sent(queued, queued * payload);
         self.group.count(queued, dropped, closed);
     }
 }

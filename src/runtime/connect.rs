@@ -2,6 +2,7 @@
 //! registration of a new socket as a connection on its poller.
 
 use super::listener::{ListenerHandle, ListenerLink, ListenerShared};
+use super::net_stats::NetStats;
 use super::poller::{NetShared, PollerLocal, current_poller};
 use super::sock_ident::{SockIdent, system_id};
 use super::table::SockTable;
@@ -145,6 +146,8 @@ fn accept_into(
             }
             return;
         };
+        NetStats::count(&net.stats.accepted);
+        trace_event!(DEBUG, peer = %socket.peer_addr(), "accept");
         let ticket = ticket.with_listener(listener.ticket(engine));
         let target = net.pick_poller();
         let (owner, options) = (owner.clone(), options.clone());
@@ -266,15 +269,23 @@ impl Transport for NetShared {
             let _ = owner.force(NetEvent::ConnectFailed { addr, error });
         };
         let Some(ticket) = admit(system, &net) else {
+            if !system.is_shutting_down() {
+                NetStats::count(&net.stats.dials_refused);
+            }
             let error = io::Error::other("the system is shutting down or at its connection limit");
             return fail(&owner, error);
         };
         let poller = net.pick_poller();
         let owner2 = owner.clone();
+        let stats = net.stats.clone();
         let posted = net.on_poller(poller, move |engine| {
             let owner_fail = owner2.clone();
             let started = engine.connect(addr, timeout, move |engine, res| match res {
-                Ok(socket) => register_here(engine, socket, ticket, owner2, options),
+                Ok(socket) => {
+                    NetStats::count(&stats.connected);
+                    trace_event!(DEBUG, peer = %addr, "connect");
+                    register_here(engine, socket, ticket, owner2, options)
+                }
                 Err(error) => {
                     drop(ticket);
                     let _ = owner2.force(NetEvent::ConnectFailed { addr, error });

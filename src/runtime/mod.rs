@@ -19,6 +19,8 @@
 pub(crate) mod broadcast;
 mod connect;
 mod listener;
+pub(crate) mod metrics;
+pub(crate) mod net_stats;
 mod poller;
 mod sock_group;
 pub(crate) mod sock_ident;
@@ -28,6 +30,8 @@ pub(crate) mod transport;
 
 pub use broadcast::{SockGroup, SockGroupStats};
 pub use listener::{DEFAULT_LISTENER_MAX_CONNECTIONS, ListenOptions, ListenerHandle};
+pub use metrics::Metrics;
+pub use net_stats::{ClosedSockets, close_reason_label};
 pub use sock_ident::{SockError, SockIdent};
 
 pub use system::{Builder, DEFAULT_MAX_CONNECTIONS, DEFAULT_OWNER_BACKLOG, ShutdownReport, System};

@@ -15,11 +15,15 @@
 use super::NetEvent;
 use super::broadcast::{BroadcastInbox, Delivery, PollerInboxes};
 use super::listener::ListenerShared;
+use super::net_stats::{NetStats, PollerCounters};
 use super::sock_ident::SockIdent;
 use super::table::{Life, PollerLink, SockTable, TableLease};
 use crate::actor::Recipient;
 use crate::actor::scheduler::{Driver, Unpark};
-use crate::net::{ConnId, ConnOptions, Engine, EngineHandle, PAUSED_BY_CONSUMER, PAUSED_BY_USER};
+use crate::net::{
+    ConnId, ConnOptions, DisconnectReason, Engine, EngineHandle, HEADER_LEN, PAUSED_BY_CONSUMER,
+    PAUSED_BY_USER,
+};
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, thread_local};
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -59,16 +63,23 @@ pub(crate) struct NetShared {
     /// the connection limit.
     pub(crate) accept_pauses: AtomicU64,
     pub(crate) accept_refusals: AtomicU64,
+    /// The metrics' network counters (also reachable from the socket table).
+    pub(crate) stats: Arc<NetStats>,
 }
 
 impl NetShared {
+    /// `workers`: how many workers run a [`Poller`] (all of them; `engines` are those that
+    /// take sockets).
     pub(crate) fn new(
         engines: Vec<EngineHandle>,
+        workers: usize,
         lease: TableLease,
         max_connections: usize,
         owner_backlog: usize,
         default_options: ConnOptions,
     ) -> NetShared {
+        let stats = Arc::new(NetStats::new(workers));
+        lease.table().set_net_stats(Some(stats.clone()));
         NetShared {
             pollers: engines
                 .into_iter()
@@ -88,6 +99,7 @@ impl NetShared {
             wait_errors: AtomicU64::new(0),
             accept_pauses: AtomicU64::new(0),
             accept_refusals: AtomicU64::new(0),
+            stats,
         }
     }
 
@@ -173,6 +185,20 @@ impl NetShared {
             self.mark_dirty(poller, index);
         }
     }
+}
+
+/// A socket ended for `reason`: counted (and traced).
+#[cold]
+fn count_closed(counters: &PollerCounters, sock: SockIdent, reason: &DisconnectReason) {
+    counters.closed(reason);
+    trace_event!(
+        DEBUG,
+        sock = %sock,
+        reason = %reason,
+        kind = super::net_stats::close_reason_label(reason),
+        "disconnect"
+    );
+    let _ = sock;
 }
 
 /// The [`Unpark`] of a poller: its engine's wake-up.
@@ -276,7 +302,8 @@ impl Poller {
         let Poller { engine, net, local } = self;
         let table = net.table();
         let shared = &net.pollers[local.index];
-        let broadcast = shared.bcast.run(engine);
+        let counters = net.stats.poller(local.index);
+        let broadcast = shared.bcast.run(engine, counters);
         let mut dirty = std::mem::take(&mut local.state.borrow_mut().dirty);
         if shared.remote_pending.load(Ordering::Acquire) {
             let mut remote = shared.remote_dirty.lock().unwrap();
@@ -309,6 +336,12 @@ impl Poller {
                 let mut st = slot.state.lock();
                 st.flush_pending = false;
                 std::mem::swap(&mut st.outbox, &mut frames);
+                // Every queued packet counted its header in `outbox_bytes`.
+                let n = frames.len();
+                counters.sent(
+                    n as u64,
+                    st.outbox_bytes.saturating_sub(n * HEADER_LEN) as u64,
+                );
                 st.outbox_bytes = 0;
                 let close = st.life == Life::Closing { told_conn: false };
                 if close {
@@ -369,6 +402,9 @@ impl Poller {
         // The socket of the run being collected, and whether the run holds its
         // `Disconnected`.
         let mut run: Option<(SockIdent, bool)> = None;
+        // For the metrics, counted in this pass over the events (packets and their bytes;
+        // the ends, by reason).
+        let (mut packets, mut bytes) = (0u64, 0u64);
         for (sock, ev) in staged.drain(..) {
             if let Some((c, ends)) = run
                 && c != sock
@@ -376,13 +412,28 @@ impl Poller {
                 self.hand_over(c, ends, &mut batch);
                 run = None;
             }
-            let ends = matches!(ev, NetEvent::Disconnected { .. });
+            let ends = match &ev {
+                NetEvent::Packet { packet, .. } => {
+                    packets += 1;
+                    bytes += packet.len() as u64;
+                    false
+                }
+                NetEvent::Disconnected { reason, .. } => {
+                    count_closed(self.net.stats.poller(self.local.index), sock, reason);
+                    true
+                }
+                _ => false,
+            };
             run = Some((sock, run.is_some_and(|(_, e)| e) || ends));
             batch.push(ev);
         }
         if let Some((c, ends)) = run {
             self.hand_over(c, ends, &mut batch);
         }
+        self.net
+            .stats
+            .poller(self.local.index)
+            .delivered(packets, bytes);
         let mut st = self.local.state.borrow_mut();
         if st.staged.is_empty() {
             st.staged = staged;

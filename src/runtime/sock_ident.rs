@@ -142,6 +142,15 @@ impl SockIdent {
         res
     }
 
+    /// Counts (and traces) a packet refused for a full write queue.
+    #[cold]
+    pub(crate) fn refused_write(self) {
+        if let Some(table) = table_of(self.slot_id()) {
+            table.count_refused_write();
+        }
+        trace_event!(DEBUG, sock = %self, "send refused: write queue full");
+    }
+
     /// The queuing half of [`SockIdent::send`]; also returns whom to wake, if anyone.
     fn queue_packet(self, packet: WPacket) -> (Result<(), TrySendError<WPacket>>, Wake) {
         let Some(mut st) = self.slot() else {
@@ -154,10 +163,13 @@ impl SockIdent {
         let queued = st.outbox_bytes + st.conn_queued;
         if st.drop_when_high && st.above_high {
             st.dropped += 1;
+            drop(st);
+            self.refused_write();
             return (Err(TrySendError::Full(packet)), None);
         }
         if queued > 0 && queued + len > st.write_limit {
             st.dropped += 1;
+            self.refused_write();
             // Ask the poller for a fresh count of what the connection still holds.
             return (Err(TrySendError::Full(packet)), st.mark_pending());
         }

@@ -255,6 +255,7 @@ impl Builder {
             .collect();
         let net = Arc::new(NetShared::new(
             engines.into_iter().take(pollers).collect(),
+            self.workers,
             lease,
             self.max_connections,
             self.owner_backlog,

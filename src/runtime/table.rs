@@ -25,6 +25,7 @@ use crate::net::ConnId;
 use crate::net::framing::Framing;
 use crate::runtime::NetEvent;
 use crate::runtime::listener::ListenerTicket;
+use crate::runtime::net_stats::NetStats;
 use crate::sync::capacity::{SOCKET_CHUNK, SOCKET_CHUNKS, SOCKET_TABLES};
 use crate::sync::{
     Arc, AtomicUsize, Mutex, OnceLock, Ordering, SpinGuard, SpinLock, Weak, lazy_global,
@@ -186,6 +187,8 @@ pub(crate) struct SockTable {
     free: Mutex<FreeList>,
     /// Admitted sockets (tickets alive).
     admitted: AtomicUsize,
+    /// The network counters of the system leasing it (none for a simulated network).
+    stats: SpinLock<Option<Arc<NetStats>>>,
 }
 
 struct FreeList {
@@ -203,6 +206,25 @@ impl SockTable {
                 next: 0,
             }),
             admitted: AtomicUsize::new(0),
+            stats: SpinLock::new(None),
+        }
+    }
+
+    /// The network counters of the system leasing it.
+    pub(crate) fn net_stats(&self) -> Option<Arc<NetStats>> {
+        self.stats.lock().clone()
+    }
+
+    /// Sets the counters of the system leasing it (`None` when the lease ends).
+    pub(crate) fn set_net_stats(&self, stats: Option<Arc<NetStats>>) {
+        *self.stats.lock() = stats;
+    }
+
+    /// A packet refused because a socket's write queue was full.
+    #[cold]
+    pub(crate) fn count_refused_write(&self) {
+        if let Some(stats) = &*self.stats.lock() {
+            NetStats::count(&stats.refused_write_full);
         }
     }
 
@@ -425,6 +447,7 @@ impl TableLease {
 
 impl Drop for TableLease {
     fn drop(&mut self) {
+        self.table.set_net_stats(None);
         directory().free.lock().unwrap().push_back(self.table.id);
     }
 }

@@ -85,6 +85,18 @@ impl<V: Clone> NameMap<V> {
         }
     }
 
+    /// Calls `f` with each name and its value (a scan: for reports, not hot paths).
+    pub fn for_each(&self, mut f: impl FnMut(&str, &V)) {
+        #[cfg(not(loom))]
+        for e in self.map.iter() {
+            f(e.key(), e.value());
+        }
+        #[cfg(loom)]
+        for (k, v) in self.map.lock().unwrap().iter() {
+            f(k, v);
+        }
+    }
+
     /// The first name whose value satisfies `pred` (a scan: for reports, not hot paths).
     #[cfg_attr(
         loom,

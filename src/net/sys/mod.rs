@@ -14,11 +14,15 @@ compile_error!("kendynet supports Linux only: it is built directly on epoll and 
 mod epoll;
 mod eventfd;
 mod limits;
+#[cfg(not(loom))]
+mod signal;
 mod socket;
 
 pub(crate) use epoll::{Epoll, Event, Events, Interest};
 pub(crate) use eventfd::EventFd;
 pub(crate) use limits::raise_fd_limit;
+#[cfg(not(loom))]
+pub(crate) use signal::{SIGINT, SIGTERM, SignalFd, raise_in_process};
 pub(crate) use socket::{
     MAX_IOV, accept, connect_nonblocking, is_out_of_resources, listen_tcp, local_addr, readv,
     recv_into, set_nodelay, shutdown_write, take_socket_error, writev,
